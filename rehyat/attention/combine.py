@@ -1,0 +1,27 @@
+"""Joint normalisation of the softmax and linear branches.
+
+``y = (sum_S exp(s) v + a_L) / (sum_S exp(s) + n_L)``.  With the softmax branch's normalised output ``o_S`` and
+log-sum-exp ``lse_S`` and the linear branch's ``o_L = a_L / n_L``::
+
+    y = sigmoid(-w) * o_S + sigmoid(w) * o_L,      w = log n_L - lse_S
+
+``fq . fk`` stands in for ``exp(s)`` itself, so no stabiliser changes the result.  ``n_L == 0`` (empty linear set or
+all-zero features) gives ``w = -inf`` and ``y = o_S`` exactly, with finite gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def joint_normalise(o_s: Tensor, lse_s: Tensor, a_l: Tensor, n_l: Tensor) -> Tensor:
+    """o_s: [B, n, H, D], lse_s: [B, n, H], a_l: [B, n, H, D], n_l: [B, n, H]  ->  [B, n, H, D] (dtype of a_l)."""
+    acc = a_l.dtype
+    positive = n_l > 0
+    n_safe = torch.where(positive, n_l, torch.ones_like(n_l))
+    log_n = torch.where(positive, torch.log(n_safe), torch.full_like(n_l, float("-inf")))
+    w = (log_n - lse_s.to(acc)).unsqueeze(-1)
+    o_l = a_l / n_safe.unsqueeze(-1)
+    return torch.sigmoid(-w) * o_s.to(acc) + torch.sigmoid(w) * o_l

@@ -1,0 +1,170 @@
+"""Feature maps phi for the linear branch, registered by name.
+
+Every map is an ``nn.Module`` mapping ``x: [B, N, H, D] -> phi(x): [B, N, H, F]`` with non-negative outputs, and holds
+separate parameters per head (grouped 1x1 convolutions == per-head MLPs).  phi_q and phi_k are separate instances, so
+nothing is tied between q and k or across heads.
+
+Parameter counts at Wan2.1-1.3B shape (12 heads x 128), one map (a converted block holds two: phi_q and phi_k):
+
+| name | per map | per block (q + k) |
+|---|---|---|
+| ``polynomial`` (hidden 256, F 256, P 2) | 1,185,792 | 2,371,584 (paper: ~2.4M) |
+| ``hedgehog`` (F 256)                    | 198,144   | 396,288 |
+| ``relu``, ``elu1``                      | 0         | 0 |
+
+(``tests/test_feature_maps.py`` checks these numbers.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+FEATURE_MAPS: dict[str, type["FeatureMap"]] = {}
+
+
+def register_feature_map(name: str) -> Callable[[type], type]:
+    def deco(cls):
+        cls.registry_name = name
+        FEATURE_MAPS[name] = cls
+        return cls
+
+    return deco
+
+
+def build_feature_map(name: str, num_heads: int, head_dim: int, **kwargs) -> "FeatureMap":
+    try:
+        cls = FEATURE_MAPS[name]
+    except KeyError:
+        raise KeyError(f"unknown feature map {name!r}; registered: {sorted(FEATURE_MAPS)}") from None
+    return cls(num_heads=num_heads, head_dim=head_dim, **kwargs)
+
+
+class FeatureMap(nn.Module):
+    """Base class: subclasses set ``feature_dim`` and implement ``forward(x: [B, N, H, D]) -> [B, N, H, F]``."""
+
+    registry_name: str = ""
+    feature_dim: int
+
+    def __init__(self, num_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+
+    def config(self) -> dict:
+        """Constructor kwargs, stored in checkpoints next to the weights."""
+        return {"num_heads": self.num_heads, "head_dim": self.head_dim}
+
+
+class PerHeadLinear(nn.Module):
+    """Grouped 1x1 convolution: an independent affine map per head.  [B, N, H, Din] -> [B, N, H, Dout]."""
+
+    def __init__(self, num_heads: int, in_dim: int, out_dim: int, bias: bool = True, init: str = "default"):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_heads, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(num_heads, out_dim)) if bias else None
+        if init == "identity":
+            if in_dim != out_dim:
+                raise ValueError("identity init needs in_dim == out_dim")
+            with torch.no_grad():
+                self.weight.copy_(torch.eye(in_dim).expand(num_heads, in_dim, in_dim))
+        else:
+            bound = 1.0 / math.sqrt(in_dim)
+            nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.einsum("bnhi,hio->bnho", x, self.weight.to(x.dtype))
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+
+_NONNEG: dict[str, Callable[[Tensor], Tensor]] = {"softplus": F.softplus, "relu": F.relu, "exp": torch.exp}
+
+
+@register_feature_map("polynomial")
+class PolynomialFeatureMap(FeatureMap):
+    """The paper's map: a per-head 2-layer MLP psi whose output is split into P equal parts, part i raised to power i.
+
+    ``phi(x) = [psi_1(x)^1, psi_2(x)^2, ..., psi_P(x)^P]``.  Non-negativity guarantee: psi's output passes through a
+    non-negative function (``output_activation``: softplus by default, or relu / exp) before the powers, so every
+    part, odd powers included, is >= 0.  Inputs are scaled by ``head_dim**-0.25`` so that ``phi_q . phi_k`` is
+    compared against ``exp(q.k / sqrt(D))`` at the same scale as the softmax branch.
+    """
+
+    def __init__(self, num_heads: int, head_dim: int, hidden_dim: int = 256, feature_dim: int = 256, degree: int = 2,
+                 activation: str = "gelu", output_activation: str = "softplus"):
+        super().__init__(num_heads, head_dim)
+        if feature_dim % degree:
+            raise ValueError(f"feature_dim={feature_dim} must split into degree={degree} equal parts")
+        if output_activation not in _NONNEG:
+            raise ValueError(f"output_activation must be one of {sorted(_NONNEG)}")
+        self.hidden_dim, self.feature_dim, self.degree = hidden_dim, feature_dim, degree
+        self.activation, self.output_activation = activation, output_activation
+        self.fc1 = PerHeadLinear(num_heads, head_dim, hidden_dim)
+        self.fc2 = PerHeadLinear(num_heads, hidden_dim, feature_dim)
+        self._act = getattr(F, activation)
+        self._nonneg = _NONNEG[output_activation]
+
+    def config(self) -> dict:
+        return super().config() | {
+            "hidden_dim": self.hidden_dim, "feature_dim": self.feature_dim, "degree": self.degree,
+            "activation": self.activation, "output_activation": self.output_activation,
+        }
+
+    def forward(self, x: Tensor) -> Tensor:
+        psi = self._nonneg(self.fc2(self._act(self.fc1(x * self.head_dim ** -0.25))))
+        parts = psi.chunk(self.degree, dim=-1)
+        return torch.cat([p.pow(i + 1) for i, p in enumerate(parts)], dim=-1)
+
+
+@register_feature_map("hedgehog")
+class HedgehogFeatureMap(FeatureMap):
+    """Hedgehog (LoLCATs / fla): per-head linear projection, then ``[softmax(xW), softmax(-xW)]`` over features.
+
+    Output F = 2 * proj_dim; softmax outputs are positive.  W starts as the identity (when proj_dim == head_dim), as
+    in LoLCATs, so the untrained map already tracks the query/key direction.
+    """
+
+    def __init__(self, num_heads: int, head_dim: int, feature_dim: int | None = None, bias: bool = True):
+        super().__init__(num_heads, head_dim)
+        feature_dim = 2 * head_dim if feature_dim is None else feature_dim
+        if feature_dim % 2:
+            raise ValueError("hedgehog feature_dim must be even ([softmax(xW), softmax(-xW)])")
+        proj = feature_dim // 2
+        self.feature_dim, self.bias = feature_dim, bias
+        self.proj = PerHeadLinear(num_heads, head_dim, proj, bias=bias, init="identity" if proj == head_dim else "default")
+
+    def config(self) -> dict:
+        return super().config() | {"feature_dim": self.feature_dim, "bias": self.bias}
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.proj(x * self.head_dim ** -0.25)
+        return torch.cat([torch.softmax(y, dim=-1), torch.softmax(-y, dim=-1)], dim=-1)
+
+
+@register_feature_map("relu")
+class ReLUFeatureMap(FeatureMap):
+    """SANA-Video's map: ``ReLU(x)`` (parameter-free, F = D)."""
+
+    def __init__(self, num_heads: int, head_dim: int):
+        super().__init__(num_heads, head_dim)
+        self.feature_dim = head_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x)
+
+
+@register_feature_map("elu1")
+class ELU1FeatureMap(FeatureMap):
+    """Katharopoulos et al.: ``1 + ELU(x)`` (parameter-free, F = D, strictly positive)."""
+
+    def __init__(self, num_heads: int, head_dim: int):
+        super().__init__(num_heads, head_dim)
+        self.feature_dim = head_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 1.0 + F.elu(x)
