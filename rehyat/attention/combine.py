@@ -22,6 +22,8 @@ def joint_normalise(o_s: Tensor, lse_s: Tensor, a_l: Tensor, n_l: Tensor) -> Ten
     positive = n_l > 0
     n_safe = torch.where(positive, n_l, torch.ones_like(n_l))
     log_n = torch.where(positive, torch.log(n_safe), torch.full_like(n_l, float("-inf")))
-    w = (log_n - lse_s.to(acc)).unsqueeze(-1)
-    o_l = a_l / n_safe.unsqueeze(-1)
-    return torch.sigmoid(-w) * o_s.to(acc) + torch.sigmoid(w) * o_l
+    w = log_n - lse_s.to(acc)
+    # per-row coefficients first, so the [B, n, H, D] tensors are touched by one mul and one fused multiply-add
+    c_s = torch.sigmoid(-w).unsqueeze(-1)
+    c_l = (torch.sigmoid(w) / n_safe).unsqueeze(-1)
+    return torch.addcmul(o_s.to(acc) * c_s, a_l, c_l)

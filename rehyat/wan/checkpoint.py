@@ -1,0 +1,195 @@
+"""Save / load ReHyAt checkpoints on top of a base Wan checkpoint in a local diffusers folder.
+
+A ReHyAt checkpoint is a folder::
+
+    rehyat_config.json          # format, ReHyAt config, base reference, base transformer config, weight kind
+    rehyat_weights.safetensors  # phi_q / phi_k of every converted block ("feature_maps"), or the whole
+                                # converted transformer ("full", e.g. after stage-2 fine-tuning)
+
+Loading a ``"feature_maps"`` checkpoint needs the base Wan transformer: a local folder with the layout of
+``Wan-AI/Wan2.1-T2V-1.3B-Diffusers`` (``transformer/config.json`` + weights; a bare transformer folder also works).
+Nothing is ever downloaded; a missing base raises :class:`BaseCheckpointNotFoundError` saying what to fetch and where
+to put it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from diffusers import WanTransformer3DModel
+from safetensors.torch import load_file, save_file
+
+from .convert import convert_wan_to_rehyat, feature_map_state_dict, get_rehyat_config, rehyat_processors
+
+FORMAT = "rehyat-wan"
+FORMAT_VERSION = 1
+CONFIG_NAME = "rehyat_config.json"
+WEIGHTS_NAME = "rehyat_weights.safetensors"
+BASE_ENV = "REHYAT_WAN_BASE"
+DEFAULT_BASE_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+# Keys of the transformer config that must agree between the base and the checkpoint.
+_ARCH_KEYS = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "text_dim",
+              "ffn_dim", "num_layers", "image_dim", "added_kv_proj_dim")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+class BaseCheckpointNotFoundError(FileNotFoundError):
+    """The base Wan checkpoint a ReHyAt model is loaded on top of is not on disk."""
+
+
+def _missing_base_message(where: str, why: str) -> str:
+    return (
+        f"Base Wan checkpoint not found: {why}.\n"
+        f"ReHyAt loads its feature maps on top of a base Wan2.1 model in a local diffusers folder and never downloads "
+        f"anything by itself. Download `{DEFAULT_BASE_REPO}` once on a machine with internet access, e.g.\n"
+        f"    huggingface-cli download {DEFAULT_BASE_REPO} --local-dir {where}\n"
+        f"(the folder must hold model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/), then "
+        f"pass it as base_model=... / --base PATH or set ${BASE_ENV}."
+    )
+
+
+def _has_weights(folder: Path) -> bool:
+    return folder.is_dir() and any(p.name.endswith(_WEIGHT_SUFFIXES) for p in folder.iterdir())
+
+
+def resolve_base_transformer(base: str | os.PathLike | None) -> tuple[Path, str | None]:
+    """``(folder, subfolder)`` of a base Wan transformer, or :class:`BaseCheckpointNotFoundError`."""
+    if base is None:
+        raise BaseCheckpointNotFoundError(_missing_base_message(
+            "/path/to/Wan2.1-T2V-1.3B-Diffusers", f"no base folder given (argument, checkpoint or ${BASE_ENV})"))
+    base = Path(base).expanduser()
+    if not base.exists():
+        raise BaseCheckpointNotFoundError(_missing_base_message(str(base), f"{base} does not exist"))
+    if (base / "transformer" / "config.json").is_file():
+        if not _has_weights(base / "transformer"):
+            raise BaseCheckpointNotFoundError(_missing_base_message(
+                str(base), f"{base / 'transformer'} has a config.json but no weight files (*.safetensors)"))
+        return base, "transformer"
+    if (base / "config.json").is_file() and _has_weights(base):
+        cls = json.loads((base / "config.json").read_text()).get("_class_name")
+        if cls == "WanTransformer3DModel":
+            return base, None
+    raise BaseCheckpointNotFoundError(_missing_base_message(
+        str(base), f"{base} holds no transformer/config.json with weights (not a diffusers Wan folder)"))
+
+
+def load_base_transformer(base: str | os.PathLike | None, torch_dtype: torch.dtype | None = None
+                          ) -> WanTransformer3DModel:
+    """The plain (softmax) Wan transformer of a local diffusers folder; offline only."""
+    folder, sub = resolve_base_transformer(base)
+    kw = {"subfolder": sub} if sub else {}
+    return WanTransformer3DModel.from_pretrained(folder, torch_dtype=torch_dtype, local_files_only=True, **kw)
+
+
+def _jsonable(v):
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v
+
+
+def save_rehyat(transformer, out_dir: str | os.PathLike, *, base_model: str | os.PathLike | None = None,
+                full_weights: bool = False) -> Path:
+    """Write a ReHyAt checkpoint of a converted transformer into ``out_dir`` (``save_pretrained`` semantics).
+
+    ``base_model``: the base Wan folder to record (a path relative to ``out_dir`` stays relative, so a checkpoint
+    inside or next to its base can be moved together with it).  ``full_weights``: store every parameter instead of the
+    feature maps only (needed once the base weights were fine-tuned; then no base transformer is needed to load).
+    """
+    cfg = get_rehyat_config(transformer)
+    procs = rehyat_processors(transformer)
+    if any(p.feature_map != cfg.feature_map for p in procs.values()):
+        raise ValueError("processors disagree with transformer.rehyat_config")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = transformer.state_dict() if full_weights else feature_map_state_dict(transformer)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rehyat": cfg.to_dict(),
+        "feature_map_config": next(iter(procs.values())).phi_q.config() if procs else None,
+        "weights": "full" if full_weights else "feature_maps",
+        "base_model": None if base_model is None else str(base_model),
+        "base_transformer_config": _jsonable({k: v for k, v in dict(transformer.config).items()}),
+        "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", "") if tensors else None,
+    }
+    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "rehyat_format": FORMAT})
+    (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def read_rehyat_config(path: str | os.PathLike) -> dict:
+    p = Path(path) / CONFIG_NAME
+    if not p.is_file():
+        raise FileNotFoundError(f"{path} is not a ReHyAt checkpoint (no {CONFIG_NAME})")
+    meta = json.loads(p.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{p}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{p}: format_version {meta['format_version']} is newer than this code ({FORMAT_VERSION})")
+    return meta
+
+
+def is_rehyat_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def resolve_base_model(path: str | os.PathLike, base_model: str | os.PathLike | None = None) -> Path | None:
+    """Base folder of a checkpoint: the argument, else the one recorded (relative to the checkpoint), else $REHYAT_WAN_BASE."""
+    if base_model is not None:
+        return Path(base_model).expanduser()
+    rec = read_rehyat_config(path).get("base_model")
+    if rec:
+        p = Path(rec).expanduser()
+        return p if p.is_absolute() else (Path(path) / p)
+    env = os.environ.get(BASE_ENV)
+    return Path(env).expanduser() if env else None
+
+
+def _check_arch(base_cfg: dict, saved_cfg: dict, where: str) -> None:
+    bad = {k: (base_cfg.get(k), saved_cfg.get(k)) for k in _ARCH_KEYS
+           if _jsonable(base_cfg.get(k)) != _jsonable(saved_cfg.get(k))}
+    if bad:
+        raise ValueError(f"base transformer at {where} does not match the checkpoint's architecture: "
+                         + ", ".join(f"{k}: base {a} vs checkpoint {b}" for k, (a, b) in bad.items()))
+
+
+def load_rehyat(path: str | os.PathLike, base_model: str | os.PathLike | None = None, *,
+                torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None
+                ) -> WanTransformer3DModel:
+    """Load a ReHyAt checkpoint: base Wan transformer (local) -> convert -> load phi (``from_pretrained`` semantics).
+
+    Checks that every ReHyAt tensor of the checkpoint is consumed and every converted block receives its weights.
+    """
+    meta = read_rehyat_config(path)
+    cfg = meta["rehyat"]
+    if meta["weights"] == "full":
+        transformer = WanTransformer3DModel.from_config(meta["base_transformer_config"])
+        if torch_dtype is not None:
+            transformer = transformer.to(torch_dtype)
+    else:
+        base = resolve_base_model(path, base_model)
+        transformer = load_base_transformer(base, torch_dtype=torch_dtype)
+        _check_arch(dict(transformer.config), meta["base_transformer_config"], str(base))
+    convert_wan_to_rehyat(transformer, cfg["blocks"], chunk_frames=cfg["chunk_frames"],
+                          overlap_frames=cfg["overlap_frames"], causal=cfg["causal"], feature_map=cfg["feature_map"],
+                          feature_map_kwargs=cfg["feature_map_kwargs"], seed=0)
+    state = load_file(str(Path(path) / WEIGHTS_NAME))
+    expected = set(feature_map_state_dict(transformer))
+    if meta["weights"] == "full":
+        transformer.load_state_dict(state, strict=True)
+    else:
+        got = set(state)
+        if got != expected:
+            raise ValueError(f"{path}: feature-map weights do not match the converted blocks; missing "
+                             f"{sorted(expected - got)[:5]}, unexpected {sorted(got - expected)[:5]}")
+        transformer.load_state_dict(state, strict=False)
+    transformer.eval()
+    if device is not None:
+        transformer.to(device)
+    return transformer
