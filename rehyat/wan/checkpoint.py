@@ -89,7 +89,9 @@ def _jsonable(v):
         return [_jsonable(x) for x in v]
     if isinstance(v, dict):
         return {k: _jsonable(x) for k, x in v.items()}
-    return v
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
 
 
 def save_rehyat(transformer, out_dir: str | os.PathLike, *, base_model: str | os.PathLike | None = None,
@@ -115,7 +117,8 @@ def save_rehyat(transformer, out_dir: str | os.PathLike, *, base_model: str | os
         "feature_map_config": next(iter(procs.values())).phi_q.config() if procs else None,
         "weights": "full" if full_weights else "feature_maps",
         "base_model": None if base_model is None else str(base_model),
-        "base_transformer_config": _jsonable({k: v for k, v in dict(transformer.config).items()}),
+        "base_transformer_config": _jsonable({k: v for k, v in dict(transformer.config).items()
+                                             if k != "_name_or_path"}),
         "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", "") if tensors else None,
     }
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "rehyat_format": FORMAT})

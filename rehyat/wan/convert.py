@@ -156,6 +156,21 @@ def convert_wan_to_rehyat(
     return transformer
 
 
+def revert_to_softmax(transformer) -> WanTransformer3DModel:
+    """Undo :func:`convert_wan_to_rehyat` in place: dense ``WanAttnProcessor`` everywhere, hook and forward removed
+    (the feature maps are dropped).  Returns the transformer."""
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    get_rehyat_config(transformer)
+    for i in rehyat_processors(transformer):
+        transformer.blocks[i].attn1.set_processor(WanAttnProcessor())
+    transformer._rehyat_hook.remove()
+    for name in ("_rehyat_hook", "_rehyat_mode", "forward"):
+        transformer.__dict__.pop(name, None)
+    transformer.rehyat_config = None
+    return transformer
+
+
 def recurrent_unsupported_reason(transformer) -> str | None:
     """Why the constant-memory recurrent forward cannot run on ``transformer`` (``None`` if it can)."""
     if not is_rehyat(transformer):

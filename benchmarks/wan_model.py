@@ -1,0 +1,324 @@
+"""Time and peak memory of ReHyAt vs softmax Wan2.1 at the real 1.3B width (random weights), growing frame counts.
+
+Three parts (``--parts``):
+
+* ``block``  — one ``WanTransformerBlock`` (dim 1536, 12 heads x 128, FFN 8960, 512 text tokens): dense softmax vs the
+  ReHyAt block (parallel form, bidirectional and causal), at every ``--frames``.
+* ``model``  — the whole transformer (``--layers``, 30 = the real model): softmax vs ReHyAt with ``--paper-blocks``
+  converted (bidirectional, parallel) vs all blocks converted, causal, in parallel and in recurrent form.
+* ``memory`` — recurrent sweep of the fully converted causal model at 1x, 2x, 4x, 8x a base length (``--memory-base``
+  latent frames) with ``--memory-layers`` blocks; prints peak memory per length and the max/min ratio (the
+  acceptance bound is 1.10), next to the parallel form for contrast.
+
+Peak memory = peak increase over the start of the call.  CPU: ``tensors`` (live tensor storages created during the
+call, :class:`rehyat.wan.memory.LiveTensorTracker`) and ``rss`` (VmHWM reset via /proc/self/clear_refs; the script
+re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed blocks leave RSS).  GPU: ``max_memory_allocated``.
+``work`` columns subtract the returned output (same size as the input latent), which the caller owns.
+
+    python benchmarks/wan_model.py --device cpu --height 240 --width 416 --frames 9 17 33 65   # CPU (slow: minutes)
+    python benchmarks/wan_model.py --device cuda --height 480 --width 832 --frames 21 41 81 161 --layers 30 \
+        --memory-layers 30 --model-frames 21 41 81                                             # GPU
+
+Results print as markdown tables; ``--out FILE.jsonl`` also writes records in the ``efficiency`` shape of
+docs/interfaces.md (model, dimension, score, status, details).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if "MALLOC_MMAP_THRESHOLD_" not in os.environ and "--no-reexec" not in sys.argv:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from diffusers import WanTransformer3DModel  # noqa: E402
+from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformerBlock  # noqa: E402
+
+from rehyat.wan.convert import convert_wan_to_rehyat, revert_to_softmax, set_rehyat_mode  # noqa: E402
+from rehyat.wan.memory import measure_peak, rss_supported  # noqa: E402
+from rehyat.wan.processor import ReHyAtWanAttnProcessor  # noqa: E402
+
+WAN_1P3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+                text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", eps=1e-6)
+DIM, HEADS, HEAD_DIM, TEXT_TOKENS = 1536, 12, 128, 512
+
+
+def latent_frames(frames: int) -> int:
+    return (frames - 1) // 4 + 1
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_and_measure(fn, device, repeats: int, warmup: int) -> tuple[float, float, dict]:
+    """Median time (ms) and spread over ``repeats`` calls after ``warmup``; peak memory by every method available.
+
+    Timed calls also carry the zero-overhead peak (CUDA allocator, or RSS high-water mark on CPU; max over the
+    calls); one extra untimed call under the live-tensor tracker gives ``tensors`` on CPU.
+    """
+    for _ in range(warmup):
+        fn()
+    method = "cuda" if device.type == "cuda" else ("rss" if rss_supported() else None)
+    ts, pk = [], {}
+    for _ in range(repeats):
+        gc.collect()
+        sync(device)
+        t0 = time.perf_counter()
+        if method:
+            out, p = measure_peak(fn, method, device)
+            pk[method] = max(pk.get(method, 0), p)
+        else:
+            out = fn()
+        sync(device)
+        ts.append(time.perf_counter() - t0)
+        pk["output"] = out.numel() * out.element_size()
+        del out
+    if device.type != "cuda":
+        gc.collect()
+        out, pk["tensors"] = measure_peak(fn, "tensors")
+        del out
+    return statistics.median(ts) * 1e3, (max(ts) - min(ts)) * 1e3, pk
+
+
+def record(args, model, dimension, score, level, frames, extra=None):
+    details = dict(level=level, frames=frames, latent_frames=latent_frames(frames), height=args.height,
+                   width=args.width, chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames,
+                   dtype=args.dtype, device=args.device, threads=torch.get_num_threads(), backend="torch",
+                   analytic_only=False, repeats=args.repeats)
+    details.update(extra or {})
+    return dict(suite="efficiency", model=model, video=None, dimension=dimension, score=score, status="ok",
+                message=None, details=details,
+                provenance=dict(torch=torch.__version__, machine=platform.machine(), script="benchmarks/wan_model.py"),
+                time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def mib(b):
+    return f"{b / 2**20:,.1f}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def bench_block(args, device, dtype, records):
+    torch.manual_seed(0)
+    block = WanTransformerBlock(DIM, WAN_1P3B["ffn_dim"], HEADS, cross_attn_norm=True, eps=1e-6).to(device, dtype)
+    block.eval()
+    rope = WanRotaryPosEmbed(HEAD_DIM, (1, 2, 2), 1024).to(device)
+    hp, wp = args.height // 16, args.width // 16
+    variants = [("softmax", None), (f"hybrid_tc{args.chunk_frames}_to{args.overlap_frames}", False),
+                (f"hybrid_causal_tc{args.chunk_frames}_to{args.overlap_frames}", True)]
+    rows = []
+    for frames in args.frames:
+        t_lat = latent_frames(frames)
+        n = t_lat * hp * wp
+        x = torch.randn(1, n, DIM, device=device, dtype=dtype)
+        text = torch.randn(1, TEXT_TOKENS, DIM, device=device, dtype=dtype)
+        temb = torch.randn(1, 6, DIM, device=device, dtype=dtype)
+        rotary = rope(torch.empty(1, 1, t_lat, hp * 2, wp * 2, device="meta"))
+        for name, causal in variants:
+            from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+            if causal is None:
+                block.attn1.set_processor(WanAttnProcessor())
+            else:
+                proc = ReHyAtWanAttnProcessor(HEADS, HEAD_DIM, chunk_frames=args.chunk_frames,
+                                              overlap_frames=args.overlap_frames, causal=causal,
+                                              feature_map=args.feature_map).to(device, dtype)
+                proc.set_geometry(t_lat, hp * wp)
+                block.attn1.set_processor(proc)
+
+            def fn():
+                with torch.no_grad():
+                    return block(x, text, temb, rotary)
+
+            ms, spread, pk = run_and_measure(fn, device, args.repeats, args.warmup)
+            rows.append((name, frames, t_lat, n, ms, pk))
+            print(f"  block {name:28s} frames {frames:4d} (T={t_lat:3d}, N={n:6d}): {ms:9.1f} ms  "
+                  + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items()), flush=True)
+            records.append(record(args, name, "latency_ms", ms, "block", frames, dict(latency_spread_ms=spread)))
+            for k, v in pk.items():
+                if k != "output":
+                    records.append(record(args, name, "peak_mem_bytes", v, "block", frames, dict(method=k)))
+    print("\n### Per block (1.3B width)\n")
+    keys = [k for k in rows[0][5] if k != "output"]
+    print("| variant | frames | latent T | tokens | time ms | " + " | ".join(f"peak {k} MiB" for k in keys) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(keys))
+    for name, frames, t_lat, n, ms, pk in rows:
+        print(f"| {name} | {frames} | {t_lat} | {n} | {ms:,.1f} | " + " | ".join(mib(pk[k]) for k in keys) + " |")
+    del block
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def build_model(args, layers, device, dtype):
+    torch.manual_seed(0)
+    with torch.device(device):
+        m = WanTransformer3DModel(**dict(WAN_1P3B, num_layers=layers))
+    keep = m._keep_in_fp32_modules or []
+    for name, p in m.named_parameters():  # like from_pretrained(torch_dtype=...): fp32 modules stay fp32
+        if not any(k in name.split(".") for k in keep):
+            p.data = p.data.to(dtype)
+    return m.eval()
+
+
+def model_inputs(args, frames, device, dtype):
+    g = torch.Generator().manual_seed(0)
+    lat = torch.randn(1, 16, latent_frames(frames), args.height // 8, args.width // 8, generator=g)
+    text = torch.randn(1, TEXT_TOKENS, WAN_1P3B["text_dim"], generator=g)
+    return dict(hidden_states=lat.to(device, dtype), timestep=torch.tensor([500], device=device),
+                encoder_hidden_states=text.to(device, dtype))
+
+
+def bench_model(args, device, dtype, records):
+    m = build_model(args, args.layers, device, dtype)
+    tc, to = args.chunk_frames, args.overlap_frames
+    n_paper = min(args.paper_blocks, args.layers)
+    rows = []
+
+    def run_variant(name, frames_list, converted):
+        for frames in frames_list:
+            inputs = model_inputs(args, frames, device, dtype)
+
+            def fn():
+                with torch.no_grad():
+                    return m(**inputs).sample
+
+            ms, spread, pk = run_and_measure(fn, device, args.repeats, args.warmup)
+            rows.append((name, frames, ms, pk))
+            print(f"  model {name:34s} frames {frames:4d}: {ms:10.1f} ms  "
+                  + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items()), flush=True)
+            extra = dict(converted_blocks=converted, layers=args.layers, latency_spread_ms=spread)
+            records.append(record(args, name, "latency_ms", ms, "model", frames, extra))
+            for k, v in pk.items():
+                if k != "output":
+                    records.append(record(args, name, "peak_mem_bytes", v, "model", frames, dict(extra, method=k)))
+
+    run_variant("softmax", args.model_frames, 0)
+    convert_wan_to_rehyat(m, n_paper, chunk_frames=tc, overlap_frames=to, causal=False, feature_map=args.feature_map,
+                          seed=0)
+    run_variant(f"hybrid_{n_paper}x_tc{tc}_to{to}", args.model_frames, n_paper)
+    revert_to_softmax(m)
+    convert_wan_to_rehyat(m, "all", chunk_frames=tc, overlap_frames=to, causal=True, feature_map=args.feature_map,
+                          seed=0)
+    run_variant(f"hybrid_causal_{args.layers}x_tc{tc}_to{to}", args.model_frames, args.layers)
+    set_rehyat_mode(m, "recurrent")
+    run_variant(f"hybrid_recurrent_{args.layers}x_tc{tc}_to{to}", args.model_frames, args.layers)
+    print(f"\n### Whole model ({args.layers} blocks, 1.3B width)\n")
+    keys = [k for k in rows[0][3] if k != "output"]
+    print("| variant | frames | time ms | " + " | ".join(f"peak {k} MiB" for k in keys) + " |")
+    print("|---|---|---|" + "---|" * len(keys))
+    for name, frames, ms, pk in rows:
+        print(f"| {name} | {frames} | {ms:,.1f} | " + " | ".join(mib(pk[k]) for k in keys) + " |")
+    del m
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def bench_memory(args, device, dtype, records):
+    m = build_model(args, args.memory_layers, device, dtype)
+    tc, to = args.chunk_frames, args.overlap_frames
+    convert_wan_to_rehyat(m, "all", chunk_frames=tc, overlap_frames=to, causal=True, feature_map=args.feature_map,
+                          seed=0)
+    results = {}
+    for mode in ("recurrent", "parallel"):
+        set_rehyat_mode(m, mode)
+        for mult in (1, 2, 4, 8):
+            t_lat = args.memory_base * mult
+            frames = (t_lat - 1) * 4 + 1
+            inputs = model_inputs(args, frames, device, dtype)
+
+            def fn():
+                with torch.no_grad():
+                    return m(**inputs).sample
+
+            t0 = time.perf_counter()
+            _, _, pk = run_and_measure(fn, device, 1, 0)
+            el = time.perf_counter() - t0
+            results[(mode, mult)] = (frames, t_lat, pk)
+            print(f"  memory {mode:9s} {mult}x (T={t_lat:3d}): " + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items())
+                  + f"  ({el:.0f}s)", flush=True)
+            extra = dict(converted_blocks=args.memory_layers, layers=args.memory_layers, multiple=mult)
+            for k, v in pk.items():
+                if k != "output":
+                    name = f"hybrid_{'recurrent' if mode == 'recurrent' else 'causal'}_tc{tc}_to{to}"
+                    records.append(record(args, name, "peak_mem_bytes", v, "model", frames, dict(extra, method=k)))
+            if mode == "parallel" and mult >= args.memory_parallel_max:
+                break
+    keys = [k for k in results[("recurrent", 1)][2] if k != "output"]
+    print(f"\n### Recurrent sampling memory ({args.memory_layers} blocks, all converted, causal, T_c={tc}, T_o={to})\n")
+    print("| mode | x | latent T | tokens | " + " | ".join(f"peak {k} MiB | work {k} MiB" for k in keys) + " |")
+    print("|---|---|---|---|" + "---|---|" * len(keys))
+    hw = (args.height // 16) * (args.width // 16)
+    for (mode, mult), (frames, t_lat, pk) in results.items():
+        print(f"| {mode} | {mult} | {t_lat} | {t_lat * hw} | "
+              + " | ".join(f"{mib(pk[k])} | {mib(pk[k] - pk['output'])}" for k in keys) + " |")
+    print()
+    verdicts = {}
+    for k in keys:
+        for label, val in (("peak", lambda pk: pk[k]), ("work", lambda pk: pk[k] - pk["output"])):
+            vals = [val(results[("recurrent", x)][2]) for x in (1, 2, 4, 8)]
+            ratio = max(vals) / max(min(vals), 1)
+            verdicts[f"{label}_{k}"] = ratio
+            print(f"recurrent {label} ({k}) max/min over 1x..8x = {ratio:.3f} -> "
+                  f"{'FLAT (<= 1.10)' if ratio <= 1.10 else 'NOT flat'}")
+    return verdicts
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
+    ap.add_argument("--height", type=int, default=240)
+    ap.add_argument("--width", type=int, default=416)
+    ap.add_argument("--frames", type=int, nargs="+", default=[9, 17, 33, 65], help="pixel frames (4k+1), block part")
+    ap.add_argument("--model-frames", type=int, nargs="+", default=[9, 17], help="pixel frames, model part")
+    ap.add_argument("--layers", type=int, default=30, help="blocks in the whole-model part (30 = Wan2.1-1.3B)")
+    ap.add_argument("--paper-blocks", type=int, default=15, help="blocks converted in the partial model")
+    ap.add_argument("--memory-layers", type=int, default=30)
+    ap.add_argument("--memory-base", type=int, default=3, help="latent frames at 1x (memory part)")
+    ap.add_argument("--memory-parallel-max", type=int, default=8, help="largest multiple run in parallel form")
+    ap.add_argument("--chunk-frames", type=int, default=3)
+    ap.add_argument("--overlap-frames", type=int, default=1)
+    ap.add_argument("--feature-map", default="polynomial")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--parts", nargs="+", default=["block", "model", "memory"], choices=["block", "model", "memory"])
+    ap.add_argument("--out", default=None, help="write efficiency records (JSON lines) here")
+    ap.add_argument("--no-reexec", action="store_true", help="do not re-exec with MALLOC_MMAP_THRESHOLD_")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    dtype = getattr(torch, args.dtype)
+    print(f"# wan_model benchmark: device={device} dtype={args.dtype} {args.height}x{args.width} "
+          f"T_c={args.chunk_frames} T_o={args.overlap_frames} phi={args.feature_map} threads={torch.get_num_threads()} "
+          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_')}", flush=True)
+    records = []
+    t0 = time.time()
+    if "block" in args.parts:
+        bench_block(args, device, dtype, records)
+    if "model" in args.parts:
+        bench_model(args, device, dtype, records)
+    if "memory" in args.parts:
+        bench_memory(args, device, dtype, records)
+    print(f"\ntotal {time.time() - t0:.0f}s")
+    if args.out:
+        with open(args.out, "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Sweep definitions and the three presets of the efficiency suite (``--preset ci|cpu|gpu``).
+
+A preset fixes the dtype, the device, the shapes of each level and the time budgets; the options of the suite
+(``--efficiency-levels``, ``--efficiency-frames``, ...) narrow or override it.  Video shapes are *pixel* shapes
+(``frames`` of ``height x width``), mapped to Wan's latent/token grid by :class:`rehyat.cost.VideoShape` (VAE 4x time,
+8x space; patch 1x2x2): 81 frames of 480x832 = 21 latent frames x 1560 tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from rehyat.cost import AttentionSpec
+
+LEVELS = ("op", "block", "model")
+
+# Wan2.1-T2V-1.3B transformer config (diffusers ``WanTransformer3DModel``), the width of the block and model levels.
+WAN_1P3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+                text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+# A tiny config of the same architecture for the ci preset (runs in milliseconds).
+WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16,
+                text_dim=16, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+
+
+@dataclass(frozen=True)
+class KindConfig:
+    """One attention kind of :data:`rehyat.attention.ATTENTION_KINDS` plus its chunking.
+
+    ``converted``: model level only -- how many of the model's blocks use this kind (``None`` = all; spread evenly
+    over depth as :func:`rehyat.wan.convert.resolve_blocks` does).  ``softmax`` is the unconverted model.
+    """
+
+    kind: str
+    chunk_frames: int | None = None
+    overlap_frames: int | None = None
+    converted: int | None = None
+
+    @property
+    def causal(self) -> bool:
+        return self.kind == "hybrid_recurrent"  # the recurrent form exists only for the causal op; the rest: bidirectional
+
+    @property
+    def chunked(self) -> bool:
+        return self.kind in ("hybrid", "hybrid_recurrent", "chunk_local")
+
+    def spec(self, feature_dim: int) -> AttentionSpec:
+        tc = self.chunk_frames if self.chunked else 1
+        to = self.overlap_frames if self.chunked else 0
+        return AttentionSpec(self.kind, tc, to, self.causal, feature_dim)
+
+    @property
+    def label(self) -> str:
+        """The ``model`` field of the records (docs/interfaces.md: ``hybrid_tc3_to1``, ``linear``, ...)."""
+        return self.spec(1).label
+
+    def with_converted(self, n: int | None) -> "KindConfig":
+        return replace(self, converted=n)
+
+
+def parse_kind(text: str) -> KindConfig:
+    """``softmax``, ``linear``, ``hybrid:3:1``, ``hybrid_recurrent:3:1``, ``chunk_local:3:1`` (T_c:T_o)."""
+    from rehyat.attention import ATTENTION_KINDS
+
+    name, *rest = text.split(":")
+    if name not in ATTENTION_KINDS:
+        raise ValueError(f"unknown attention kind {name!r}; registered: {sorted(ATTENTION_KINDS)}")
+    cfg = KindConfig(name)
+    if cfg.chunked:
+        tc, to = (int(rest[0]), int(rest[1])) if len(rest) == 2 else (3, 1)
+        if tc < 1 or to < 0:
+            raise ValueError(f"{text!r}: need T_c >= 1 and T_o >= 0")
+        cfg = KindConfig(name, tc, to)
+    elif rest:
+        raise ValueError(f"{text!r}: kind {name!r} takes no T_c:T_o")
+    return cfg
+
+
+def hybrid_grid(tcs, tos) -> tuple[KindConfig, ...]:
+    return tuple(KindConfig("hybrid", tc, to) for tc in tcs for to in tos)
+
+
+MAIN = dict(chunk_frames=3, overlap_frames=1)  # the paper's main setting T_c = 3, T_o = 1
+BASE_KINDS = (KindConfig("softmax"), KindConfig("linear"), KindConfig("hybrid_recurrent", **MAIN),
+              KindConfig("chunk_local", **MAIN))
+
+
+@dataclass(frozen=True)
+class LevelSweep:
+    """The points of one level: every (resolution, frames) pair for every kind."""
+
+    level: str
+    resolutions: tuple[tuple[int, int], ...]
+    frames: tuple[int, ...]
+    kinds: tuple[KindConfig, ...]
+    point_budget_s: float  # a (kind, point) is measured only if its predicted cost (all its runs) fits
+    repeats: int = 3  # timed repeats (after one untimed instrumented warm-up run)
+    max_repeats: int = 20  # more repeats while the point's timed runs take less than min_time_s
+    min_time_s: float = 0.5
+    count_flops: bool = True
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    device: str  # "cpu" or "cuda"
+    dtype: str
+    levels: tuple[LevelSweep, ...]
+    total_budget_s: float  # measurement stops (points become analytic-only) once this is spent
+    op_heads: int = 12
+    op_head_dim: int = 128
+    op_feature_dim: int = 256  # F of the hybrid kinds' features at the op level (the paper's polynomial map: 256)
+    wan: dict = field(default_factory=lambda: dict(WAN_1P3B))
+    text_tokens: int = 512  # Wan's pipeline pads prompts to 512 tokens
+    feature_map: str = "polynomial"
+    feature_map_kwargs: dict = field(default_factory=dict)
+    threads: int | None = None  # None: torch's default
+
+    def level(self, name: str) -> LevelSweep | None:
+        return next((lv for lv in self.levels if lv.level == name), None)
+
+
+FRAMES = (17, 41, 81, 161, 321)  # latent 5, 11, 21, 41, 81 (81 / 11 = 7.4x, 81 / 5 = 16x)
+RES_SMALL, RES_480P = (240, 416), (480, 832)
+
+PRESETS: dict[str, Preset] = {}
+
+
+def _register(p: Preset) -> Preset:
+    PRESETS[p.name] = p
+    return p
+
+
+_register(Preset(
+    name="ci",
+    description="structure check in seconds: every kind and level at tiny shapes (tiny Wan config), all measured",
+    device="cpu", dtype="float32", total_budget_s=60.0,
+    op_heads=2, op_head_dim=16, op_feature_dim=8,
+    wan=dict(WAN_TINY), text_tokens=8, feature_map_kwargs=dict(hidden_dim=16, feature_dim=16), threads=1,
+    levels=(
+        LevelSweep("op", ((32, 48), (48, 64)), (17, 33), BASE_KINDS + hybrid_grid((1, 3), (0, 1)),
+                   point_budget_s=5.0, repeats=2, max_repeats=3, min_time_s=0.0),
+        LevelSweep("block", ((32, 48),), (17, 33), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
+                   point_budget_s=5.0, repeats=2, max_repeats=3, min_time_s=0.0),
+        LevelSweep("model", ((32, 48),), (17, 33),
+                   (KindConfig("softmax"), KindConfig("hybrid", **MAIN, converted=1), KindConfig("hybrid", **MAIN),
+                    KindConfig("hybrid_recurrent", **MAIN), KindConfig("linear"), KindConfig("chunk_local", **MAIN)),
+                   point_budget_s=5.0, repeats=2, max_repeats=3, min_time_s=0.0),
+    ),
+))
+
+_register(Preset(
+    name="cpu",
+    description="CPU, fp32, < 15 min on 2 cores: op at two of Wan-1.3B's heads (every kind is linear in heads) for "
+                "240x416 and 480x832, 17-321 frames; one 1.3B-width block at 240x416; the 1.3B model analytic "
+                "where it does not fit the budget",
+    device="cpu", dtype="float32", total_budget_s=780.0, op_heads=2,
+    levels=(
+        LevelSweep("op", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + hybrid_grid((1, 3), (0, 1)),
+                   point_budget_s=75.0, repeats=3, max_repeats=10, min_time_s=1.0),
+        LevelSweep("block", (RES_SMALL,), (17, 41), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
+                   point_budget_s=45.0, repeats=2, max_repeats=5, min_time_s=1.0),
+        LevelSweep("model", (RES_SMALL, RES_480P), FRAMES,
+                   (KindConfig("softmax"), KindConfig("hybrid", **MAIN, converted=15), KindConfig("hybrid", **MAIN),
+                    KindConfig("hybrid_recurrent", **MAIN), KindConfig("linear"), KindConfig("chunk_local", **MAIN)),
+                   point_budget_s=60.0, repeats=2, max_repeats=3, min_time_s=1.0),
+    ),
+))
+
+_register(Preset(
+    name="gpu",
+    description="one H100/H200, bf16, < 8 min: op at full Wan-1.3B width (12 heads), block and the 30-block 1.3B "
+                "model at 240x416 and 480x832, 17-321 frames (the model analytic where it does not fit the budget)",
+    device="cuda", dtype="bfloat16", total_budget_s=330.0,
+    levels=(
+        LevelSweep("op", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + hybrid_grid((1, 3, 6), (0, 1, 2)),
+                   point_budget_s=8.0, repeats=5, max_repeats=30, min_time_s=0.3),
+        LevelSweep("block", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + (KindConfig("hybrid", **MAIN),),
+                   point_budget_s=8.0, repeats=5, max_repeats=20, min_time_s=0.3),
+        LevelSweep("model", (RES_SMALL, RES_480P), (17, 41, 81, 161, 321),
+                   (KindConfig("softmax"), KindConfig("hybrid", **MAIN, converted=15), KindConfig("hybrid", **MAIN),
+                    KindConfig("hybrid_recurrent", **MAIN), KindConfig("linear"), KindConfig("chunk_local", **MAIN)),
+                   point_budget_s=25.0, repeats=3, max_repeats=5, min_time_s=0.3, count_flops=False),
+    ),
+))
+
+
+def override(preset: Preset, *, levels=None, frames=None, resolutions=None, kinds=None, total_budget_s=None,
+             point_budget_s=None, repeats=None, dtype=None, device=None, threads=None, count_flops=None) -> Preset:
+    """The preset with command-line overrides applied (``None`` keeps the preset's value)."""
+    lvs = []
+    for lv in preset.levels:
+        if levels is not None and lv.level not in levels:
+            continue
+        kw = {}
+        if frames is not None:
+            kw["frames"] = tuple(frames)
+        if resolutions is not None:
+            kw["resolutions"] = tuple(resolutions)
+        if kinds is not None:
+            conv = {k.kind: k.converted for k in lv.kinds}
+            kw["kinds"] = tuple(k.with_converted(conv.get(k.kind)) if lv.level == "model" else k for k in kinds)
+        if point_budget_s is not None:
+            kw["point_budget_s"] = point_budget_s
+        if repeats is not None:
+            kw["repeats"] = repeats
+            kw["max_repeats"] = max(repeats, lv.max_repeats)
+        if count_flops is not None:
+            kw["count_flops"] = count_flops
+        lvs.append(replace(lv, **kw))
+    kw = {}
+    for k, v in dict(total_budget_s=total_budget_s, dtype=dtype, device=device, threads=threads).items():
+        if v is not None:
+            kw[k] = v
+    return replace(preset, levels=tuple(lvs), **kw)

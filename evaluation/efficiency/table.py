@@ -1,0 +1,252 @@
+"""The efficiency table (Markdown + CSV) and the issue's targets, computed from a run's stored records.
+
+``python -m evaluation.efficiency.table RUN_DIR`` rewrites ``RUN_DIR/efficiency/{table.md,table.csv,targets.json}`` and
+the plots from the records alone (nothing is re-measured).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .sweep import DIMENSIONS, SUITE
+
+# The coordinates that tell two points apart (as reports/load.py: records of one kind and dimension at different
+# points must not supersede each other).
+SWEEP_FIELDS = ("level", "frames", "latent_frames", "height", "width", "chunk_frames", "overlap_frames", "causal",
+                "converted_blocks", "dtype", "device", "threads", "backend")
+ROW_KEYS = ["level", "height", "width", "frames", "latent_frames", "tokens", "model", "converted_blocks"]
+LEVEL_ORDER = {"op": 0, "block": 1, "model": 2}
+
+
+def load_efficiency(run_dir, run_id: str | None = None) -> pd.DataFrame:
+    """Latest record per (run, model, dimension, sweep point) of the efficiency suite, details flattened."""
+    from evaluation.store import RECORDS_FILE, iter_lines
+
+    latest: dict = {}
+    for rec in iter_lines(Path(run_dir) / RECORDS_FILE):
+        if rec.get("suite") != SUITE or (run_id is not None and rec.get("run_id") != run_id):
+            continue
+        d = rec.get("details") or {}
+        key = (rec["run_id"], rec["model"], rec["dimension"]) + tuple(json.dumps(d.get(k), default=str)
+                                                                        for k in SWEEP_FIELDS)
+        latest.pop(key, None)
+        latest[key] = rec
+    rows = []
+    for rec in latest.values():
+        d = rec.get("details") or {}
+        row = {k: rec.get(k) for k in ("run_id", "model", "dimension", "score", "status", "message")}
+        row.update({k: v for k, v in d.items() if not isinstance(v, (dict, list))})
+        row["latency_samples_ms"] = d.get("latency_samples_ms")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def wide(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (level, resolution, frames, kind, converted blocks); a value and a status column per dimension."""
+    if df.empty:
+        return df
+    df = df.copy()
+    df["converted_blocks"] = df["converted_blocks"].astype("object").where(df["converted_blocks"].notna(), None)
+    out = []
+    for key, g in df.groupby(ROW_KEYS, dropna=False, sort=False):
+        row = dict(zip(ROW_KEYS, key))
+        by = {r["dimension"]: r for r in g.to_dict("records")}
+        any_r = g.iloc[0]
+        row.update(kind=any_r.get("kind"), chunk_frames=any_r.get("chunk_frames"),
+                   overlap_frames=any_r.get("overlap_frames"), causal=any_r.get("causal"),
+                   analytic_only=bool(g["analytic_only"].fillna(False).any()), oom=bool(g["oom"].fillna(False).any()),
+                   dtype=any_r.get("dtype"), device=any_r.get("device"), threads=any_r.get("threads"),
+                   backend=any_r.get("backend"), load_avg_1m=_first_load(g))
+        for dim in DIMENSIONS:
+            r = by.get(dim)
+            row[dim] = r["score"] if r is not None and r["status"] in ("ok", "non_standard") else None
+            row[f"{dim}_status"] = r["status"] if r is not None else "absent"
+            if r is not None and r["status"] not in ("ok", "non_standard") and r.get("message"):
+                row.setdefault("note", r["message"])
+        lat = by.get("latency_ms")
+        row["latency_spread_ms"] = lat.get("latency_spread_ms") if lat is not None else None
+        row["repeats"] = lat.get("repeats") if lat is not None else None
+        row["note"] = row.get("note")
+        out.append(row)
+    w = pd.DataFrame(out)
+    w["_lv"] = w["level"].map(LEVEL_ORDER)
+    w = w.sort_values(["_lv", "height", "width", "frames", "model", "converted_blocks"], kind="stable",
+                      key=lambda s: s.astype(str) if s.name == "converted_blocks" else s).drop(columns="_lv")
+    rel = []
+    for a, c in zip(w["flops_analytic"], w["flops_counted"]):
+        rel.append(None if a is None or c is None or pd.isna(a) or pd.isna(c) else (c - a) / a)
+    w["counted_vs_analytic_rel_err"] = rel
+    w["speedup_over_flops_ratio"] = [None if s is None or r is None or pd.isna(s) or pd.isna(r) else s / r
+                                     for s, r in zip(w["speedup_vs_softmax"], w["flops_ratio_vs_softmax"])]
+    return w.reset_index(drop=True)
+
+
+def _first_load(g):
+    for v in g.get("load_avg", []):
+        if isinstance(v, (list, tuple)) and v:
+            return v[0]
+    return None
+
+
+def _sci(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+
+
+def _cell(row, dim) -> str:
+    st = row[f"{dim}_status"]
+    v = row[dim]
+    if st in ("ok", "non_standard"):
+        if dim == "latency_ms":
+            sp = row.get("latency_spread_ms")
+            return f"{v:.4g} ± {sp:.2g}" if sp is not None and not pd.isna(sp) else f"{v:.4g}"
+        if dim == "peak_mem_bytes":
+            return f"{v / 2**20:.1f}"
+        if dim in ("speedup_vs_softmax", "flops_ratio_vs_softmax"):
+            return f"{v:.2f}"
+        return _sci(v)
+    if row["oom"] and st == "error":
+        return "OOM"
+    return {"skipped": "—", "absent": "", "error": "error"}.get(st, st)
+
+
+def markdown(w: pd.DataFrame, title: str | None = None) -> str:
+    """The Markdown table: FLOPs in scientific notation, latency median ± half-range (ms), working memory (MiB)."""
+    lines = []
+    if title:
+        lines.append(title)
+        lines.append("")
+    if w.empty:
+        return "\n".join(lines + ["(no efficiency records)"])
+    lines.append("| level | resolution | frames (latent) | tokens | kind | conv. blocks | FLOPs analytic | FLOPs counted "
+                 "| latency ms | peak MiB | speedup vs softmax | FLOPs ratio | speedup / ratio | note |")
+    lines.append("|" + "---|" * 14)
+    for _, r in w.iterrows():
+        err = r["counted_vs_analytic_rel_err"]
+        counted = _cell(r, "flops_counted")
+        if err is not None and not pd.isna(err):
+            counted += f" ({100 * err:+.2f}%)"
+        ratio = r["speedup_over_flops_ratio"]
+        note = "analytic only" if r["analytic_only"] else ("OOM" if r["oom"] else "")
+        conv = "" if r["converted_blocks"] is None or pd.isna(r["converted_blocks"]) else str(int(r["converted_blocks"]))
+        lines.append(
+            f"| {r['level']} | {int(r['height'])}x{int(r['width'])} | {int(r['frames'])} ({int(r['latent_frames'])}) | "
+            f"{int(r['tokens'])} | {r['model']} | {conv} | {_cell(r, 'flops_analytic')} | {counted} | "
+            f"{_cell(r, 'latency_ms')} | {_cell(r, 'peak_mem_bytes')} | {_cell(r, 'speedup_vs_softmax')} | "
+            f"{_cell(r, 'flops_ratio_vs_softmax')} | {'—' if ratio is None or pd.isna(ratio) else f'{ratio:.2f}'} | "
+            f"{note} |")
+    return "\n".join(lines)
+
+
+def targets(w: pd.DataFrame) -> dict:
+    """The issue's benchmark targets, evaluated on the stored numbers (no recomputation of measurements).
+
+    * hybrid op speedup over SDPA >= 0.9 x analytic FLOPs ratio at 81, 161 and 321 frames (every hybrid config and
+      resolution measured there);
+    * recurrent (op and block) peak working memory: max / min over durations spanning at least 8x latent frames
+      <= 1.1 (checked over every measured duration of a resolution);
+    * counted FLOPs within 1% of analytic wherever counted.
+    """
+    res: dict = {}
+    if w.empty:
+        return res
+    hy = w[(w["level"] == "op") & (w["kind"] == "hybrid") & w["frames"].isin([81, 161, 321])]
+    rows = []
+    for _, r in hy.iterrows():
+        rows.append(dict(model=r["model"], resolution=f"{int(r['height'])}x{int(r['width'])}", frames=int(r["frames"]),
+                         speedup=r["speedup_vs_softmax"], flops_ratio=r["flops_ratio_vs_softmax"],
+                         speedup_over_ratio=r["speedup_over_flops_ratio"],
+                         met=None if r["speedup_over_flops_ratio"] is None or pd.isna(r["speedup_over_flops_ratio"])
+                         else bool(r["speedup_over_flops_ratio"] >= 0.9),
+                         status=r["speedup_vs_softmax_status"]))
+    evaluated = [x for x in rows if x["met"] is not None]
+    res["hybrid_op_speedup_ge_0.9x_flops_ratio"] = dict(
+        points=rows, evaluated=len(evaluated), met=sum(x["met"] for x in evaluated),
+        all_met=bool(evaluated) and all(x["met"] for x in evaluated) and len(evaluated) == len(rows))
+    mem = []
+    for (lv, h, wd), g in w[w["kind"] == "hybrid_recurrent"].groupby(["level", "height", "width"]):
+        g = g[g["peak_mem_bytes_status"] == "ok"]
+        if len(g) < 2:
+            continue
+        lf = g["latent_frames"].astype(float)
+        span = float(lf.max() / lf.min())
+        lo, hi = float(g["peak_mem_bytes"].min()), float(g["peak_mem_bytes"].max())
+        ratio = hi / lo if lo > 0 else None  # None: below the method's resolution (tiny shapes)
+        mem.append(dict(level=lv, resolution=f"{int(h)}x{int(wd)}", frames=[int(x) for x in g["frames"]],
+                        latent_span=round(span, 2), peak_mem_mib=[round(x / 2**20, 2) for x in g["peak_mem_bytes"]],
+                        max_over_min=None if ratio is None else round(ratio, 4),
+                        met=None if ratio is None else ratio <= 1.1, spans_8x=span >= 8))
+    judged = [m for m in mem if m["met"] is not None and m["spans_8x"]]
+    res["recurrent_peak_memory_within_1.1x"] = dict(groups=mem, judged=len(judged),
+                                                    all_met=bool(judged) and all(m["met"] for m in judged))
+    cnt = w[w["flops_counted_status"] == "ok"]
+    errs = [abs(e) for e in cnt["counted_vs_analytic_rel_err"] if e is not None and not pd.isna(e)]
+    res["analytic_equals_counted_within_1pct"] = dict(
+        counted_points=len(errs), max_abs_rel_err=max(errs) if errs else None,
+        all_met=bool(errs) and max(errs) <= 0.01)
+    return res
+
+
+def targets_markdown(t: dict) -> str:
+    lines = ["Targets (benchmark, not test):", ""]
+    h = t.get("hybrid_op_speedup_ge_0.9x_flops_ratio")
+    if h:
+        lines.append(f"- hybrid op speedup >= 0.9 x FLOPs ratio at 81/161/321 frames: {h['met']}/{h['evaluated']} "
+                     f"measured points met ({len(h['points']) - h['evaluated']} not measured)")
+        for p in h["points"]:
+            s = "not measured" if p["met"] is None else (
+                f"speedup {p['speedup']:.2f} / ratio {p['flops_ratio']:.2f} = {p['speedup_over_ratio']:.2f} "
+                f"{'met' if p['met'] else 'NOT met'}")
+            lines.append(f"  - {p['model']} {p['resolution']} {p['frames']} frames: {s}")
+    m = t.get("recurrent_peak_memory_within_1.1x")
+    if m:
+        for g in m["groups"]:
+            verdict = "below measurement resolution" if g["met"] is None else ("met" if g["met"] else "NOT met")
+            if not g["spans_8x"]:
+                verdict += "; span < 8x, not judged"
+            mo = "—" if g["max_over_min"] is None else f"{g['max_over_min']:.3f}"
+            lines.append(f"- recurrent peak working memory, {g['level']} {g['resolution']}, frames {g['frames']} "
+                         f"(latent span {g['latent_span']}x): max/min = {mo} ({verdict}); MiB {g['peak_mem_mib']}")
+    c = t.get("analytic_equals_counted_within_1pct")
+    if c:
+        e = c["max_abs_rel_err"]
+        lines.append(f"- analytic = counted FLOPs within 1%: {c['counted_points']} counted points, max |rel. err| "
+                     f"{'—' if e is None else f'{100 * e:.4f}%'} ({'met' if c['all_met'] else 'NOT met'})")
+    return "\n".join(lines)
+
+
+def write_outputs(run_dir, run_id: str | None = None, header: str | None = None) -> dict:
+    """Write table.md, table.csv, targets.json and the plots under ``RUN_DIR/efficiency/``; return their paths."""
+    from .plots import write_plots
+
+    out = Path(run_dir) / "efficiency"
+    out.mkdir(parents=True, exist_ok=True)
+    w = wide(load_efficiency(run_dir, run_id))
+    t = targets(w)
+    md = markdown(w, header) + "\n\n" + targets_markdown(t) + "\n"
+    (out / "table.md").write_text(md)
+    if not w.empty:
+        w.to_csv(out / "table.csv", index=False)
+    (out / "targets.json").write_text(json.dumps(t, indent=1, default=str))
+    plots = write_plots(w, out / "plots")
+    return dict(table_md=out / "table.md", table_csv=out / "table.csv", targets=out / "targets.json", plots=plots,
+                wide=w, target_values=t)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("run_dir")
+    ap.add_argument("--run-id", default=None)
+    args = ap.parse_args(argv)
+    res = write_outputs(args.run_dir, args.run_id)
+    print(res["table_md"].read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Streamlit entry point: ``streamlit run human_study/app.py -- --study FILE``.
+
+The study file may also be given by the environment variable ``HUMAN_STUDY_FILE`` (used by the tests).
+Raters open ``http://HOST:PORT/?rater=TOKEN``; the admin page is ``http://HOST:PORT/?admin=1``.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+try:
+    from human_study import ui
+except ModuleNotFoundError:  # run as a script from a checkout: Streamlit puts only this folder on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from human_study import ui
+
+
+def study_path(argv: list[str]) -> str | None:
+    """``--study FILE`` from the script arguments, else ``$HUMAN_STUDY_FILE``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--study")
+    args, _ = parser.parse_known_args(argv)
+    return args.study or os.environ.get("HUMAN_STUDY_FILE")
+
+
+ui.main(study_path(sys.argv[1:]))

@@ -1,0 +1,58 @@
+"""Blinding helpers: opaque ids, neutral media, and leak checks.
+
+Model identity never reaches the browser. The app sends video *bytes* (Streamlit serves them at a content-hashed
+``/media/<hash>.<ext>`` URL, never a file name), neutral alt texts ("Left video" / "Right video"), opaque item ids
+(HMAC of a per-study secret) and the prompt text only. :func:`find_leaks` is the check used by the tests and by
+``python -m human_study validate`` (which also scans the video files themselves: container metadata such as a
+``title`` tag could carry a model name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+from typing import Iterable
+
+#: MIME type by video file extension (what ``st.video`` is told).
+MIME_TYPES: dict[str, str] = {
+    ".webm": "video/webm",
+    ".mp4": "video/mp4",
+    ".mov": "video/mp4",
+    ".ogv": "video/ogg",
+    ".ogg": "video/ogg",
+    ".mkv": "video/webm",
+}
+
+
+def new_secret() -> str:
+    """A fresh random study secret (hex)."""
+    return secrets.token_hex(32)
+
+
+def opaque_id(secret: str, *parts: object, length: int = 16) -> str:
+    """A stable id that reveals nothing about ``parts`` without ``secret`` (HMAC-SHA256, hex, ``length`` chars)."""
+    msg = "\x1f".join(map(str, parts)).encode()
+    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:length]
+
+
+def mime_type(path: Path) -> str:
+    """The MIME type of a video file; unknown extensions are an error (the browser would not play them)."""
+    try:
+        return MIME_TYPES[path.suffix.lower()]
+    except KeyError:
+        raise ValueError(f"unsupported video type {path.suffix!r} ({path.name}); use one of {sorted(MIME_TYPES)}")
+
+
+def find_leaks(blob: str | bytes, names: Iterable[str]) -> list[str]:
+    """The names that occur in ``blob`` (case-insensitive)."""
+    text = blob.decode("utf-8", "replace") if isinstance(blob, bytes) else blob
+    low = text.lower()
+    return [n for n in names if n and n.lower() in low]
+
+
+def video_file_leaks(path: Path, names: Iterable[str]) -> list[str]:
+    """Names found in a video file's bytes (e.g. in a ``title`` metadata tag written by the generator)."""
+    data = path.read_bytes()
+    return [n for n in names if n and n.lower().encode() in data.lower()]

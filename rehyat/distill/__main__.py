@@ -1,0 +1,71 @@
+"""``python -m rehyat.distill {stage1,stage2,encode,synth-data} ...`` — see ``docs/distill.md``.
+
+Every option of a stage is a flag and a key of its ``--config FILE`` (JSON or YAML); flags override the file.
+Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m rehyat.distill stage1 ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .common import add_dataclass_flags, build_config
+from .encode import EncodeConfig, encode_dataset
+from .stage1 import Stage1Config, train_stage1
+from .stage2 import Stage2Config, train_stage2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rehyat.distill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, cls, help_ in (("stage1", Stage1Config, "attention distillation of φ (teacher forcing)"),
+                             ("stage2", Stage2Config, "flow-matching fine-tuning on a latent dataset"),
+                             ("encode", EncodeConfig, "encode mp4 files + prompts with the Wan VAE / text encoder")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--config", default=None, help="JSON or YAML file with any of the options below")
+        if name != "encode":
+            sp.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        add_dataclass_flags(sp, cls)
+        sp.set_defaults(_cls=cls)
+    sp = sub.add_parser("synth-data", help="write a synthetic smooth-latent dataset (tests, proxy benchmark)")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--num-items", type=int, default=8)
+    sp.add_argument("--latent-shape", default="16,3,8,8", help="C,F,H,W")
+    sp.add_argument("--text-dim", type=int, default=32)
+    sp.add_argument("--text-len", type=int, default=8)
+    sp.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "synth-data":
+        from .data import make_synthetic_dataset
+
+        shape = tuple(int(x) for x in args.latent_shape.split(","))
+        make_synthetic_dataset(args.out, num_items=args.num_items, latent_shape=shape, text_dim=args.text_dim,
+                               text_len=args.text_len, seed=args.seed)
+        print(args.out)
+        return 0
+    cls = args._cls
+    names = {f.name for f in dataclasses.fields(cls)}
+    cfg = build_config(cls, args.config, {k: v for k, v in vars(args).items() if k in names})
+    if getattr(args, "print_config", False):
+        print(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        return 0
+    if args.cmd == "encode":
+        rep = encode_dataset(cfg)
+        print(json.dumps(rep, indent=2))
+        return 0
+    summary = (train_stage1 if args.cmd == "stage1" else train_stage2)(cfg)
+    summary.pop("model", None)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""Stage 1: per-block attention distillation of φ_q, φ_k with layer-wise teacher forcing.
+
+``python -m rehyat.distill stage1 --teacher PATH --blocks 15 --out runs/s1`` (see ``docs/distill.md``).
+
+Every step runs the frozen softmax teacher once on a batch of inputs; each converted block trains its own φ against
+the teacher's attention output from the same q/k/v (:mod:`rehyat.distill.teacher_forcing`).  Inputs:
+
+* ``source="trajectory"`` (default, no videos needed): states of the teacher's own Euler sampling trajectories
+  (flow-matching, ``flow_shift``, ``num_inference_steps`` steps, optional CFG with the negative embedding) started
+  from Gaussian noise, over prompt embeddings (a dataset folder, or a random pool for tests).  Step ``s`` uses
+  position ``s % num_inference_steps`` of trajectory group ``s // num_inference_steps``; the teacher's output at one
+  step is integrated to give the next state, so one teacher forward = one training step.  Noise seeds and prompt
+  choices are functions of ``(seed, trajectory group, sample index)``, so a resumed run replays the current trajectory
+  up to its position and sees exactly the states of an uninterrupted run.
+* ``source="dataset"``: dataset latents noised at random training timesteps (``x_t = (1-σ) x_0 + σ ε``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .common import (CONFIG_NAME, EXPORT_DIR, SUMMARY_NAME, CheckpointManager, DistInfo, MetricsWriter,
+                     SimulatedKill, all_reduce_mean_, atomic_write_json, barrier, config_hash, generator,
+                     init_distributed, lr_lambda, make_optimizer, maybe_autocast, parse_blocks, progress, rng_state,
+                     seed_everything, set_rng_state, shutdown_distributed, versions)
+from .data import LatentDataset, RandomPrompts
+from .flow import FlowMatching
+from .models import load_teacher, parse_dtype
+from .teacher_forcing import DistillSettings, enable_distillation
+
+# Keys that may differ between an interrupted run and its resumption.
+_RESUME_FREE = ("steps", "out", "progress", "resume", "stop_after", "checkpoint_every", "keep_checkpoints",
+                "log_every", "device", "eval_every", "eval_samples")
+
+
+@dataclass
+class Stage1Config:
+    teacher: str = field(default="tiny", metadata={"help": "local diffusers Wan folder (softmax teacher) or 'tiny'"})
+    out: str = field(default="runs/stage1", metadata={"help": "output folder (checkpoints, metrics, rehyat/)"})
+    blocks: str = field(default="all", metadata={"help": "'all', n (spread over depth) or '0,2,4'"})
+    chunk_frames: int = 3
+    overlap_frames: int = 1
+    causal: bool = False
+    feature_map: str = "polynomial"
+    feature_map_kwargs: dict | str = field(default_factory=dict, metadata={"help": "JSON, e.g. '{\"hidden_dim\": 64}'"})
+    student_kind: str = field(default="hybrid", metadata={"help": "hybrid (ReHyAt) | linear | chunk_local"})
+    # inputs
+    source: str = field(default="trajectory", metadata={"help": "trajectory | dataset"})
+    data: str | None = field(default=None, metadata={"help": "dataset folder (prompt embeds; latents for 'dataset')"})
+    num_random_prompts: int = field(default=16, metadata={"help": "random prompt pool size when --data is not given"})
+    random_prompt_len: int = 8
+    max_sequence_length: int = 512
+    latent_frames: int = 21
+    latent_height: int = 60
+    latent_width: int = 104
+    num_inference_steps: int = 50
+    guidance_scale: float = 5.0
+    flow_shift: float = 3.0
+    # optimisation
+    steps: int = 1000
+    batch_size: int = field(default=1, metadata={"help": "samples per rank per step (CFG doubles the forward batch)"})
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    grad_clip: float = field(default=1.0, metadata={"help": "max grad norm per block (0 = off)"})
+    loss: str = field(default="l1", metadata={"help": "l1 | mse on attention outputs"})
+    output_loss_weight: float = 1.0
+    xent_weight: float = field(default=0.0, metadata={"help": "weight of the Hedgehog attention-weight cross-entropy"})
+    xent_queries: int = 64
+    # runtime
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = field(default="float32", metadata={"help": "teacher weight dtype (φ always trains in float32)"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA) | bf16 | fp16 | no"})
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    eval_every: int = 0
+    eval_samples: int = 2
+    resume: bool = True
+    progress: bool = True
+    stop_after: int | None = field(default=None, metadata={"help": "stop after this many steps of this invocation "
+                                                                    "(checkpoint first), as if killed"})
+
+    def __post_init__(self):
+        if isinstance(self.feature_map_kwargs, str):
+            self.feature_map_kwargs = json.loads(self.feature_map_kwargs or "{}")
+        if self.source not in ("trajectory", "dataset"):
+            raise ValueError(f"source must be 'trajectory' or 'dataset', got {self.source!r}")
+        if self.source == "dataset" and not self.data:
+            raise ValueError("source='dataset' needs --data DATASET")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------------------------
+
+class Stage1Inputs:
+    """Deterministic teacher inputs as a function of the step (and rank)."""
+
+    def __init__(self, cfg: Stage1Config, info: DistInfo, in_channels: int, text_dim: int, device: torch.device):
+        self.cfg, self.info, self.device = cfg, info, device
+        if cfg.data:
+            self.prompts = LatentDataset(cfg.data, cfg.max_sequence_length, require_latents=cfg.source == "dataset")
+            if self.prompts.text_dim != text_dim:
+                raise ValueError(f"{cfg.data}: text_dim {self.prompts.text_dim} != teacher text_dim {text_dim}")
+        else:
+            self.prompts = RandomPrompts(cfg.num_random_prompts, cfg.random_prompt_len, text_dim,
+                                         cfg.max_sequence_length, seed=cfg.seed)
+        neg = self.prompts.negative()
+        self.negative = neg if neg is not None else torch.zeros(cfg.max_sequence_length, text_dim)
+        self.flow = FlowMatching(shift=cfg.flow_shift)
+        self.in_channels = in_channels
+        self.t_steps, self.t_sigmas = self.flow.inference_schedule(cfg.num_inference_steps)
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}  # (group, position) -> this rank's latents
+
+    @property
+    def cfg_on(self) -> bool:
+        return self.cfg.source == "trajectory" and self.cfg.guidance_scale > 1.0
+
+    def _slots(self) -> range:
+        b = self.cfg.batch_size
+        return range(self.info.rank * b, (self.info.rank + 1) * b)
+
+    # -- trajectory ------------------------------------------------------------------------------------------------
+    def _trajectory_start(self, group: int, key: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cfg
+        lat, emb = [], []
+        for j in self._slots():
+            g = generator(c.seed, key, group, j)
+            p = int(torch.randint(len(self.prompts), (1,), generator=g))
+            lat.append(torch.randn(self.in_channels, c.latent_frames, c.latent_height, c.latent_width, generator=g))
+            emb.append(self.prompts.item(p)["prompt_embeds"])
+        return torch.stack(lat), torch.stack(emb)
+
+    def _model_inputs(self, x: torch.Tensor, emb: torch.Tensor, pos: int):
+        t = self.t_steps[pos].expand(x.shape[0])
+        if self.cfg_on:
+            neg = self.negative.unsqueeze(0).expand_as(emb)
+            return torch.cat([x, x]), torch.cat([t, t]), torch.cat([emb, neg])
+        return x, t, emb
+
+    def _euler(self, x: torch.Tensor, out: torch.Tensor, pos: int) -> torch.Tensor:
+        out = out.float()
+        if self.cfg_on:
+            cond, unc = out.chunk(2)
+            out = unc + self.cfg.guidance_scale * (cond - unc)
+        return x + (self.t_sigmas[pos + 1] - self.t_sigmas[pos]) * out
+
+    def _run(self, model, hs, t, emb):
+        dev = self.device
+        with torch.no_grad(), maybe_autocast(dev, self.cfg.mixed_precision):
+            dt = next(model.parameters()).dtype
+            return model(hidden_states=hs.to(dev, dt), timestep=t.to(dev), encoder_hidden_states=emb.to(dev, dt),
+                         return_dict=False)[0]
+
+    def trajectory_state(self, model, settings: DistillSettings, group: int, pos: int, key: int = 1):
+        """Latents (this rank) at ``pos`` of trajectory group ``group``, replaying the teacher if not cached."""
+        x, emb = self._trajectory_start(group, key)
+        if (group, pos) in self._cache:
+            return self._cache.pop((group, pos)), emb
+        old = settings.mode
+        settings.mode = "teacher"
+        try:
+            for s in range(pos):
+                out = self._run(model, *self._model_inputs(x.to(self.device), emb, s))
+                x = self._euler(x.to(self.device), out, s)
+        finally:
+            settings.mode = old
+        return x, emb
+
+    # -- public ----------------------------------------------------------------------------------------------------
+    def batch(self, step: int, model, settings: DistillSettings):
+        """``(hidden_states, timestep, encoder_hidden_states, ctx)`` of training step ``step`` (0-based)."""
+        c = self.cfg
+        if c.source == "trajectory":
+            group, pos = divmod(step, c.num_inference_steps)
+            x, emb = self.trajectory_state(model, settings, group, pos)
+            hs, t, e = self._model_inputs(x, emb, pos)
+            return hs, t, e, ("trajectory", group, pos, x)
+        lat, emb, ts = [], [], []
+        for j in self._slots():
+            g = generator(c.seed, 2, step, j)
+            i = int(torch.randint(len(self.prompts), (1,), generator=g))
+            item = self.prompts.item(i)
+            x0 = item["latents"]
+            noise = torch.randn(x0.shape, generator=g)
+            t, sigma = self.flow.sample(1, g)
+            lat.append(self.flow.noisy(x0.unsqueeze(0), noise.unsqueeze(0), sigma)[0])
+            emb.append(item["prompt_embeds"])
+            ts.append(t)
+        shapes = {tuple(x.shape) for x in lat}
+        if len(shapes) > 1:
+            raise ValueError(f"dataset items of one batch differ in latent shape {sorted(shapes)}; use batch_size 1 "
+                             f"or a dataset with one latent shape")
+        return torch.stack(lat), torch.cat(ts), torch.stack(emb), ("dataset",)
+
+    def after_step(self, ctx, out: torch.Tensor) -> None:
+        """Cache the next trajectory state from the teacher output of this step."""
+        if ctx[0] != "trajectory":
+            return
+        _, group, pos, x = ctx
+        if pos + 1 < self.cfg.num_inference_steps:
+            self._cache[(group, pos + 1)] = self._euler(x.to(out.device), out, pos)
+
+    def eval_batches(self, model, settings: DistillSettings):
+        """Held-out inputs (seeds disjoint from training): whole trajectories, or fixed noised dataset items."""
+        c = self.cfg
+        for k in range(c.eval_samples):
+            if c.source == "trajectory":
+                x, emb = self._trajectory_start(k, key=3)
+                x = x.to(self.device)
+                for pos in range(c.num_inference_steps):
+                    hs, t, e = self._model_inputs(x, emb, pos)
+                    out = yield hs, t, e
+                    x = self._euler(x, out, pos)
+            else:
+                g = generator(c.seed, 4, k)
+                i = int(torch.randint(len(self.prompts), (1,), generator=g))
+                item = self.prompts.item(i)
+                x0 = item["latents"].unsqueeze(0)
+                t, sigma = self.flow.sample(1, g)
+                yield self.flow.noisy(x0, torch.randn(x0.shape, generator=g), sigma), t, item["prompt_embeds"][None]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model setup
+# --------------------------------------------------------------------------------------------------------------------
+
+def build_stage1_model(cfg: Stage1Config, device: torch.device):
+    """Teacher (frozen) + ReHyAt φ on the chosen blocks + teacher forcing.  Returns (model, procs, settings, base)."""
+    from rehyat.wan.convert import convert_wan_to_rehyat
+
+    model, base = load_teacher(cfg.teacher, parse_dtype(cfg.dtype))
+    model.requires_grad_(False)
+    convert_wan_to_rehyat(model, parse_blocks(cfg.blocks), chunk_frames=cfg.chunk_frames,
+                          overlap_frames=cfg.overlap_frames, causal=cfg.causal, feature_map=cfg.feature_map,
+                          feature_map_kwargs=cfg.feature_map_kwargs, seed=cfg.seed)
+    settings = DistillSettings(student_kind=cfg.student_kind, loss=cfg.loss, output_weight=cfg.output_loss_weight,
+                               xent_weight=cfg.xent_weight, xent_queries=cfg.xent_queries)
+    procs = enable_distillation(model, settings)
+    for p in procs.values():
+        p.float()  # φ trains in fp32 whatever the teacher dtype
+        p.requires_grad_(True)
+    model.to(device)
+    model.eval()
+    return model, procs, settings, base
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    want = {k for k, v in params.items() if v.requires_grad}
+    if set(state) != want:
+        raise ValueError(f"checkpoint trainable tensors do not match the model: missing {sorted(want - set(state))[:4]}"
+                         f", unexpected {sorted(set(state) - want)[:4]}")
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------------------------
+
+def evaluate_stage1(model, procs, settings: DistillSettings, inputs: Stage1Inputs) -> dict[int, float]:
+    """Relative L2 error ``||y_student - y_teacher|| / ||y_teacher||`` per block, pooled over the eval inputs."""
+    old = settings.mode
+    settings.mode, saved = "eval", settings.stats
+    settings.stats = {}
+    gen = inputs.eval_batches(model, settings)
+    try:
+        out = None
+        while True:
+            hs, t, e = gen.send(out) if out is not None else next(gen)
+            out = inputs._run(model, hs, t, e).float()
+    except StopIteration:
+        pass
+    finally:
+        res = {i: (s["sq_err"] / max(s["sq_ref"], 1e-30)) ** 0.5 for i, s in settings.stats.items()}
+        settings.mode, settings.stats = old, saved
+    return res
+
+
+def train_stage1(cfg: Stage1Config, *, fail_at_step: int | None = None, model_hook=None) -> dict:
+    """Run (or resume) stage 1.  Returns the summary dict (also written to ``OUT/summary.json``).
+
+    ``fail_at_step``: test hook, raise :class:`SimulatedKill` in the middle of that (0-based) step, after the teacher
+    forward and the backward but before the optimiser step.  ``model_hook(model)``: called once after model setup.
+    """
+    info = init_distributed(cfg.device)
+    try:
+        return _train(cfg, info, fail_at_step, model_hook)
+    finally:
+        shutdown_distributed(info)
+
+
+def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
+    out = Path(cfg.out)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    seed_everything(cfg.seed)
+    dev = info.device
+    model, procs, settings, base = build_stage1_model(cfg, dev)
+    if model_hook is not None:
+        model_hook(model)
+    blocks = sorted(procs)
+    groups = [{"params": [p for p in procs[i].parameters()], "block": i} for i in blocks]
+    if not any(p.requires_grad for g in groups for p in g["params"]):
+        raise ValueError(f"student kind {cfg.student_kind!r} with feature map {cfg.feature_map!r} has nothing to train")
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.steps,
+                                                             cfg.min_lr_ratio))
+    inputs = Stage1Inputs(cfg, info, model.config.in_channels, model.config.text_dim, dev)
+    ckpt = CheckpointManager(out, info, cfg.keep_checkpoints)
+    chash = config_hash(cfg, _RESUME_FREE)
+
+    start, resumed = 0, None
+    latest = ckpt.latest() if cfg.resume else None
+    if latest is not None:
+        state, rng = ckpt.load(latest)
+        if state["config_hash"] != chash:
+            raise ValueError(f"{latest} was written with a different configuration ({state['config_hash']} != "
+                             f"{chash}); use a new --out or --no-resume")
+        if state["world_size"] != info.world_size:
+            raise ValueError(f"{latest} was written by {state['world_size']} ranks, this run has {info.world_size} "
+                             f"(the data split depends on it)")
+        load_trainable_state(model, state["trainable"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = resumed = int(state["step"])
+        if rng is not None:
+            set_rng_state(rng)
+    metrics = MetricsWriter(out, info, resume_step=resumed)
+    if info.is_main:
+        atomic_write_json(out / CONFIG_NAME, {"stage": "stage1", "config": dataclasses.asdict(cfg),
+                                              "config_hash": chash, "teacher_base": base, "blocks": blocks,
+                                              "world_size": info.world_size, "versions": versions()})
+
+    def save(step: int):
+        ckpt.save(step, {"step": step, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "config_hash": chash, "world_size": info.world_size},
+                 rng_state())
+
+    all_params = [p for g in groups for p in g["params"]]
+    bar = progress(cfg.steps, start, "stage1", cfg.progress and info.is_main)
+    t0, step, last_loss = time.time(), start, None
+    if cfg.eval_every and resumed is None:
+        for i, e in evaluate_stage1(model, procs, settings, inputs).items():
+            metrics.write(stage="stage1", kind="eval", step=0, block=i, rel_l2=e)
+    try:
+        while step < cfg.steps:
+            settings.reset()
+            settings.mode = "distill"
+            settings.generator = generator(cfg.seed, 5, step, info.rank)
+            hs, t, emb, ctx = inputs.batch(step, model, settings)
+            opt.zero_grad(set_to_none=True)
+            outp = inputs._run(model, hs, t, emb)
+            if fail_at_step is not None and step == fail_at_step:
+                raise SimulatedKill(f"simulated kill in step {step}")
+            for p in all_params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            all_reduce_mean_([p.grad for p in all_params], info)
+            norms = {}
+            for g in groups:
+                if cfg.grad_clip > 0:
+                    norms[g["block"]] = float(torch.nn.utils.clip_grad_norm_(g["params"], cfg.grad_clip))
+            lr = sched.get_last_lr()[0]
+            opt.step()
+            sched.step()
+            inputs.after_step(ctx, outp)
+            step += 1
+            stats = torch.tensor([[settings.stats[i][k] for k in ("loss", "sq_err", "sq_ref")] for i in blocks],
+                                 dtype=torch.float64)
+            all_reduce_mean_([stats], info)
+            per_block = {i: float(stats[j, 0]) for j, i in enumerate(blocks)}
+            last_loss = sum(per_block.values()) / len(per_block)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.time() - t0
+                for j, i in enumerate(blocks):
+                    metrics.write(stage="stage1", kind="train", step=step, block=i, loss=per_block[i],
+                                  rel_l2=float((stats[j, 1] / stats[j, 2].clamp_min(1e-30)).sqrt()),
+                                  grad_norm=norms.get(i), lr=lr, elapsed=now)
+                metrics.write(stage="stage1", kind="train", step=step, block=None, loss=last_loss, lr=lr, elapsed=now)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4g}")
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                ev = evaluate_stage1(model, procs, settings, inputs)
+                for i, e in ev.items():
+                    metrics.write(stage="stage1", kind="eval", step=step, block=i, rel_l2=e)
+            stop = cfg.stop_after is not None and step - start >= cfg.stop_after
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+                save(step)
+            if stop:
+                break
+    finally:
+        bar.close()
+        metrics.close()
+    summary = {"stage": "stage1", "step": step, "finished": step >= cfg.steps, "last_loss": last_loss,
+               "resumed_from": resumed, "blocks": blocks, "student_kind": cfg.student_kind,
+               "elapsed_s": time.time() - t0, "world_size": info.world_size}
+    if step >= cfg.steps:
+        if info.is_main:
+            from rehyat.wan.checkpoint import save_rehyat
+            from .teacher_forcing import disable_distillation
+
+            disable_distillation(model)
+            save_rehyat(model, out / EXPORT_DIR, base_model=base)
+            enable_distillation(model, settings)
+            summary["export"] = str(out / EXPORT_DIR)
+            if cfg.student_kind != "hybrid":
+                summary["export_note"] = (f"φ trained for the {cfg.student_kind!r} baseline; the exported ReHyAt "
+                                          f"checkpoint runs them inside the hybrid op")
+        barrier(info)
+    if info.is_main:
+        atomic_write_json(out / SUMMARY_NAME, summary)
+    summary["model"] = model
+    return summary

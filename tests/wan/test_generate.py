@@ -1,0 +1,116 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rehyat.generate as G
+from rehyat.tiny import TINY_DEFAULTS, build_tiny_pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tiny_root):
+    return build_tiny_pipeline(0, root=tiny_root)
+
+
+SMALL = dict(num_frames=9, height=32, width=32, num_inference_steps=2, max_sequence_length=16)
+
+
+def test_generate_sample_frames_latents_and_seeds(tiny_pipe):
+    a = G.generate_sample(tiny_pipe, "a cat", 3, **SMALL)
+    assert a.frames.dtype == np.uint8 and a.frames.shape == (9, 32, 32, 3)
+    assert a.latents.shape == (16, 3, 4, 4) and a.latents.dtype == torch.float32
+    b = G.generate_sample(tiny_pipe, "a cat", 3, **SMALL)
+    assert np.array_equal(a.frames, b.frames) and torch.equal(a.latents, b.latents)
+    c = G.generate_sample(tiny_pipe, "a cat", 4, **SMALL)
+    d = G.generate_sample(tiny_pipe, "a dog", 3, **SMALL)
+    assert not torch.equal(a.latents, c.latents) and not torch.equal(a.latents, d.latents)
+    with pytest.raises(ValueError, match="4k\\+1"):
+        G.generate_sample(tiny_pipe, "a cat", 0, **dict(SMALL, num_frames=8))
+
+
+def test_recurrent_pipeline_equals_parallel(tiny_pipe):
+    from rehyat.wan.convert import rehyat_mode
+
+    par = G.generate_sample(tiny_pipe, "waves", 1, **dict(SMALL, num_frames=17))
+    with rehyat_mode(tiny_pipe.transformer, "recurrent"):
+        rec = G.generate_sample(tiny_pipe, "waves", 1, **dict(SMALL, num_frames=17))
+    torch.testing.assert_close(rec.latents, par.latents, atol=1e-4, rtol=1e-4)
+    assert np.abs(rec.frames.astype(int) - par.frames.astype(int)).max() <= 1
+
+
+def test_mp4_round_trip(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (13, 48, 64, 3), dtype=np.uint8)
+    p = G.write_mp4(tmp_path / "x.mp4", frames, fps=16)
+    back = G.read_mp4(p)
+    assert back.shape == frames.shape and back.dtype == np.uint8
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_generate_videos_resume_and_shards(tiny_pipe, tmp_path, monkeypatch):
+    prompts = ["a red car", "sunset over the sea"]
+    out = tmp_path / "v"
+    shard0 = G.generate_videos(tiny_pipe, prompts, out, videos_per_prompt=2, rank=0, world_size=2, log=None, **dict(
+        num_frames=9, height=32, width=32, num_inference_steps=2, max_sequence_length=16))
+    assert [p.name for p in shard0] == ["a red car-0.mp4", "sunset over the sea-0.mp4"]
+    assert not (out / "a red car-1.mp4").exists()
+    paths = G.generate_videos(tiny_pipe, prompts, out, videos_per_prompt=2, log=None, num_frames=9, height=32,
+                              width=32, num_inference_steps=2, max_sequence_length=16)
+    assert sorted(p.name for p in paths) == sorted(f"{p}-{i}.mp4" for p in prompts for i in range(2))
+    for p in paths:
+        assert G.read_mp4(p).shape == (9, 32, 32, 3)
+        meta = json.loads((out / "meta" / f"{p.stem}.json").read_text())
+        assert meta["seed"] == meta["index"] and meta["frames"] == 9 and meta["model"]["attention"] == "rehyat"
+    mtimes = {p: p.stat().st_mtime_ns for p in paths}
+
+    def boom(*a, **k):
+        raise AssertionError("model loaded although every video exists")
+
+    monkeypatch.setattr(G, "load_model", boom)
+    again = G.generate_videos("tiny", prompts, out, videos_per_prompt=2, log=None, num_frames=9, height=32, width=32)
+    assert again == paths and all(p.stat().st_mtime_ns == mtimes[p] for p in paths)
+
+
+def test_names_and_prompt_files(tmp_path):
+    assert G.vbench_name("a cat", 3) == "a cat-3.mp4"
+    with pytest.raises(ValueError):
+        G.vbench_name("a/b", 0)
+    (tmp_path / "p.txt").write_text("one\n\n two \n")
+    assert G.read_prompts(tmp_path / "p.txt") == ["one", "two"]
+    (tmp_path / "p.json").write_text(json.dumps([{"prompt_en": "x", "dimension": ["a"]}, "y"]))
+    assert G.read_prompts(tmp_path / "p.json") == ["x", "y"]
+    with pytest.raises(ValueError, match="same file name"):
+        G.generate_videos("tiny", ["dup", "dup"], tmp_path / "o", videos_per_prompt=1, log=None)
+
+
+def test_video_generator_protocol(tiny_root, monkeypatch):
+    monkeypatch.setenv("REHYAT_CACHE", str(tiny_root))
+    gen = G.WanVideoGenerator("tiny", label="rehyat-tiny", device="cpu")
+    assert gen.label == "rehyat-tiny" and gen.config()["model"]["rehyat"]["causal"] is True
+    s = gen.generate("a bird", 0, 5, 16, 16)
+    assert s.frames.shape == (5, 16, 16, 3) and s.fps == 16
+
+
+def test_cli_tiny_end_to_end(tiny_root, tmp_path):
+    """python -m rehyat.generate with the built-in tiny model; a rerun skips finished files."""
+    (tmp_path / "prompts.txt").write_text("a dog running\n")
+    out = tmp_path / "videos"
+    env = dict(os.environ, REHYAT_CACHE=str(tiny_root), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "rehyat.generate", "--model", "tiny", "--prompts", str(tmp_path / "prompts.txt"),
+           "--out", str(out), "--num-frames", "13", "--videos-per-prompt", "2", "--seed", "5", "--mode", "recurrent",
+           "--device", "cpu"]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for i in range(2):
+        v = G.read_mp4(out / f"a dog running-{i}.mp4")
+        assert v.shape == (13, TINY_DEFAULTS["height"], TINY_DEFAULTS["width"], 3)
+        meta = json.loads((out / "meta" / f"a dog running-{i}.json").read_text())
+        assert meta["seed"] == 5 + i and meta["settings"]["mode"] == "recurrent"
+    r2 = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0 and "2 already done" in r2.stdout, r2.stdout + r2.stderr[-2000:]
