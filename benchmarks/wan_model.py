@@ -64,7 +64,7 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def run_and_measure(fn, device, repeats: int, warmup: int) -> tuple[float, float, dict]:
+def run_and_measure(fn, device, repeats: int, warmup: int, tracker: bool = True) -> tuple[float, float, dict]:
     """Median time (ms) and spread over ``repeats`` calls after ``warmup``; peak memory by every method available.
 
     Timed calls also carry the zero-overhead peak (CUDA allocator, or RSS high-water mark on CPU; max over the
@@ -87,7 +87,7 @@ def run_and_measure(fn, device, repeats: int, warmup: int) -> tuple[float, float
         ts.append(time.perf_counter() - t0)
         pk["output"] = out.numel() * out.element_size()
         del out
-    if device.type != "cuda":
+    if device.type != "cuda" and tracker:
         gc.collect()
         out, pk["tensors"] = measure_peak(fn, "tensors")
         del out
@@ -143,7 +143,8 @@ def bench_block(args, device, dtype, records):
                 with torch.no_grad():
                     return block(x, text, temb, rotary)
 
-            ms, spread, pk = run_and_measure(fn, device, args.repeats, args.warmup)
+            warmup = args.warmup if frames == args.frames[0] else 0  # first-call costs are per process/variant
+            ms, spread, pk = run_and_measure(fn, device, args.repeats, warmup)
             rows.append((name, frames, t_lat, n, ms, pk))
             print(f"  block {name:28s} frames {frames:4d} (T={t_lat:3d}, N={n:6d}): {ms:9.1f} ms  "
                   + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items()), flush=True)
@@ -194,16 +195,20 @@ def bench_model(args, device, dtype, records):
                 with torch.no_grad():
                     return m(**inputs).sample
 
-            ms, spread, pk = run_and_measure(fn, device, args.repeats, args.warmup)
+            ms, spread, pk = run_and_measure(fn, device, args.model_repeats, args.model_warmup,
+                                             tracker=args.model_tracker)
             rows.append((name, frames, ms, pk))
             print(f"  model {name:34s} frames {frames:4d}: {ms:10.1f} ms  "
                   + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items()), flush=True)
-            extra = dict(converted_blocks=converted, layers=args.layers, latency_spread_ms=spread)
+            extra = dict(converted_blocks=converted, layers=args.layers, latency_spread_ms=spread,
+                         repeats=args.model_repeats)
             records.append(record(args, name, "latency_ms", ms, "model", frames, extra))
             for k, v in pk.items():
                 if k != "output":
                     records.append(record(args, name, "peak_mem_bytes", v, "model", frames, dict(extra, method=k)))
 
+    with torch.no_grad():  # one untimed call so that first-call costs do not land on the first variant
+        m(**model_inputs(args, args.model_frames[0], device, dtype))
     run_variant("softmax", args.model_frames, 0)
     convert_wan_to_rehyat(m, n_paper, chunk_frames=tc, overlap_frames=to, causal=False, feature_map=args.feature_map,
                           seed=0)
@@ -232,6 +237,10 @@ def bench_memory(args, device, dtype, records):
     results = {}
     for mode in ("recurrent", "parallel"):
         set_rehyat_mode(m, mode)
+        warm = model_inputs(args, (args.memory_base - 1) * 4 + 1, device, dtype)
+        with torch.no_grad():  # first-call allocations (kernel self-checks, thread pools) are not the model's
+            m(**warm)
+        del warm
         for mult in (1, 2, 4, 8):
             t_lat = args.memory_base * mult
             frames = (t_lat - 1) * 4 + 1
@@ -291,12 +300,18 @@ def main():
     ap.add_argument("--overlap-frames", type=int, default=1)
     ap.add_argument("--feature-map", default="polynomial")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls per variant (block part: first size only)")
+    ap.add_argument("--model-repeats", type=int, default=None, help="default: --repeats")
+    ap.add_argument("--model-warmup", type=int, default=None, help="default: --warmup")
+    ap.add_argument("--no-model-tracker", dest="model_tracker", action="store_false",
+                    help="CPU: skip the (extra, untimed) live-tensor-tracker call in the whole-model part")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--parts", nargs="+", default=["block", "model", "memory"], choices=["block", "model", "memory"])
     ap.add_argument("--out", default=None, help="write efficiency records (JSON lines) here")
     ap.add_argument("--no-reexec", action="store_true", help="do not re-exec with MALLOC_MMAP_THRESHOLD_")
     args = ap.parse_args()
+    args.model_repeats = args.repeats if args.model_repeats is None else args.model_repeats
+    args.model_warmup = args.warmup if args.model_warmup is None else args.model_warmup
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -304,7 +319,8 @@ def main():
     dtype = getattr(torch, args.dtype)
     print(f"# wan_model benchmark: device={device} dtype={args.dtype} {args.height}x{args.width} "
           f"T_c={args.chunk_frames} T_o={args.overlap_frames} phi={args.feature_map} threads={torch.get_num_threads()} "
-          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_')}", flush=True)
+          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_')} cpus={os.cpu_count()} "
+          f"loadavg={os.getloadavg()[0]:.1f}", flush=True)
     records = []
     t0 = time.time()
     if "block" in args.parts:
@@ -313,7 +329,7 @@ def main():
         bench_model(args, device, dtype, records)
     if "memory" in args.parts:
         bench_memory(args, device, dtype, records)
-    print(f"\ntotal {time.time() - t0:.0f}s")
+    print(f"\ntotal {time.time() - t0:.0f}s, loadavg at end {os.getloadavg()[0]:.1f}")
     if args.out:
         with open(args.out, "w") as f:
             for r in records:

@@ -126,6 +126,7 @@ def generate_set(gen: VideoGenerator, jobs: list[GenJob], out_dir: str | os.Path
     mine = [j for i, j in enumerate(jobs) if i % world_size == rank]
     done_by_key: dict[tuple, Path] = {}
     written = skipped = copied = 0
+    cfg_hash = config_hash(gen.config())
     it = progress(mine) if progress else mine
     for job in it:
         target = out / job.filename
@@ -134,6 +135,8 @@ def generate_set(gen: VideoGenerator, jobs: list[GenJob], out_dir: str | os.Path
             skipped += 1
             done_by_key.setdefault(key, target)
             continue
+        entry = {"file": job.filename, "prompt": job.prompt, "seed": job.seed, "model": gen.label,
+                 "config_hash": cfg_hash, "num_frames": num_frames, "height": height, "width": width}
         if reuse_identical and key in done_by_key:
             import shutil
 
@@ -142,14 +145,13 @@ def generate_set(gen: VideoGenerator, jobs: list[GenJob], out_dir: str | os.Path
             shutil.copyfile(done_by_key[key], tmp)
             os.replace(tmp, target)
             copied += 1
-            continue
-        res = gen.generate(job.prompt, job.seed, num_frames, height, width)
-        write_video(target, res.frames, fps=fps or res.fps)
-        done_by_key[key] = target
-        written += 1
-        entry = {"file": job.filename, "prompt": job.prompt, "seed": job.seed, "model": gen.label,
-                 "config_hash": config_hash(gen.config()), "num_frames": num_frames, "height": height,
-                 "width": width, "fps": fps or res.fps}
+            entry["copied_from"] = str(done_by_key[key].relative_to(out))
+        else:
+            res = gen.generate(job.prompt, job.seed, num_frames, height, width)
+            write_video(target, res.frames, fps=fps or res.fps)
+            done_by_key[key] = target
+            written += 1
+            entry["fps"] = fps or res.fps
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
             fh.flush()

@@ -11,8 +11,7 @@ import argparse
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from evaluation.context import RunContext
@@ -59,6 +58,10 @@ class Dimension:
     aggregation: str = "set"  # "video_mean": official aggregate == mean of per-video scores (resumable per video)
     min_frames: int = 2
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+class UsageError(Exception):
+    """Bad or missing command-line options for a suite (the CLI exits with status 2)."""
 
 
 @dataclass

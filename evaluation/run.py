@@ -13,7 +13,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -24,7 +23,7 @@ from evaluation.weights import set_offline_env
 set_offline_env()  # before anything imports huggingface_hub / transformers / diffusers
 
 from evaluation.context import RunContext, package_versions  # noqa: E402
-from evaluation.registry import DISCOVERY_ERRORS, DimensionOutcome, discover, get_suite  # noqa: E402
+from evaluation.registry import DISCOVERY_ERRORS, DimensionOutcome, UsageError, discover, get_suite  # noqa: E402
 from evaluation.store import ResultsStore, load_records, machine_info, utc_now  # noqa: E402
 from evaluation.weights import HashCache, artifact_path, preflight  # noqa: E402
 
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--fps", type=int, default=None)
     p.add_argument("--limit-prompts", type=int, default=None,
-                   help="generate only the first N prompts (smoke runs; the scores become non-standard)")
+                   help="generate only the first N prompts of each dimension (smoke runs; scores become non-standard)")
     p.add_argument("--video-dir", default=None, help="where --model writes the generated set")
     p.add_argument("--no-verify-hashes", action="store_true", help="do not sha256 checkpoints (faster preflight)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -86,7 +85,10 @@ def list_suites(console) -> None:
             arts = "\n".join(f"{'yes' if (artifact_path(a).is_dir() if a.kind == 'dir' else artifact_path(a).is_file()) else 'NO '} "
                              f"${a.root}/{a.path}" for a in dim.artifacts) or "none"
             if dim.python_modules:
-                arts += "\npython: " + ", ".join(dim.python_modules)
+                from evaluation.weights import _module_available
+
+                arts += "\npython: " + ", ".join(f"{m} ({'ok' if _module_available(m) else 'NOT installed'})"
+                                                 for m in dim.python_modules)
             gpu = f"yes (~{dim.gpu_mem_gb:g} GB)" if dim.needs_gpu else "no"
             t.add_row(dname, dim.category or "", "yes" if pf.ok else pf.status, gpu,
                       "yes" if dim.custom_input else "no", arts)
@@ -103,7 +105,7 @@ def print_summary(console, outcomes: list[DimensionOutcome], run_dir: Path) -> N
     for col in ("suite", "model", "dimension", "status", "score", "videos", "errors", "note"):
         t.add_column(col, overflow="fold")
     for o in outcomes:
-        score = "-" if o.score is None else f"{o.score:.4f}"
+        score = "-" if o.score is None else f"{o.score:.6g}"
         t.add_row(o.suite, o.model, o.dimension, o.status, score, str(o.n_videos), str(o.n_errors),
                   o.short_note(160))
     console.print(t)
@@ -179,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         dims, explicit = s.resolve_dimensions(dims_req)
         ctx.explicit_dimensions = explicit
-        res = s.run(ctx, dims)
+        try:
+            res = s.run(ctx, dims)
+        except UsageError as exc:
+            parser.error(str(exc))
         outcomes.extend(res)
         explicit_set = set(dims) if explicit else set(getattr(s, "explicit_in_default", ()))
         failed_explicit += [f"{o.suite}/{o.dimension}" for o in res

@@ -18,10 +18,9 @@ import platform
 import socket
 import sys
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 RECORDS_FILE = "records.jsonl"
 RUN_FILE = "run.json"
@@ -36,9 +35,24 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# Suites whose per-model items are distinguished by coordinates in ``details`` (docs/interfaces.md: efficiency sweep
+# points); those fields join the key, as in reports/load.py and evaluation/efficiency/table.py.
+KEY_DETAIL_FIELDS = {
+    "efficiency": ("level", "frames", "latent_frames", "height", "width", "chunk_frames", "overlap_frames", "causal",
+                   "converted_blocks", "dtype", "device", "threads", "backend"),
+}
+
+
 def record_key(rec: dict) -> tuple:
-    """Resume key.  ``suite`` is part of it so that equal dimension names in two suites never collide."""
-    return (rec["run_id"], rec.get("suite"), rec["model"], rec.get("video"), rec["dimension"])
+    """Resume key: (run, suite, model, video, dimension) [+ sweep coordinates for the suites in KEY_DETAIL_FIELDS].
+
+    ``suite`` is part of it so that equal dimension names in two suites never collide."""
+    key = (rec["run_id"], rec.get("suite"), rec["model"], rec.get("video"), rec["dimension"])
+    fields = KEY_DETAIL_FIELDS.get(rec.get("suite"))
+    if fields:
+        d = rec.get("details") or {}
+        key += (json.dumps({k: d.get(k) for k in fields}, sort_keys=True, default=str),)
+    return key
 
 
 def _json_default(obj: Any):
@@ -117,11 +131,15 @@ class ResultsStore:
                 os.fsync(fh.fileno())
 
     # ------------------------------------------------------------------ queries
-    def get(self, suite: str, model: str, video: str | None, dimension: str) -> dict | None:
-        return self._latest.get((self.run_id, suite, model, video, dimension))
+    def get(self, suite: str, model: str, video: str | None, dimension: str, details: dict | None = None
+            ) -> dict | None:
+        probe = {"run_id": self.run_id, "suite": suite, "model": model, "video": video, "dimension": dimension,
+                 "details": details or {}}
+        return self._latest.get(record_key(probe))
 
-    def is_done(self, suite: str, model: str, video: str | None, dimension: str) -> bool:
-        rec = self.get(suite, model, video, dimension)
+    def is_done(self, suite: str, model: str, video: str | None, dimension: str, details: dict | None = None
+                ) -> bool:
+        rec = self.get(suite, model, video, dimension, details)
         return rec is not None and rec["status"] in FINAL_STATUSES
 
     def records(self, suite: str | None = None, model: str | None = None, dimension: str | None = None) -> list[dict]:
@@ -168,7 +186,7 @@ class ResultsStore:
             merged["start_time"] = old.get("start_time", info.get("start_time"))
             merged["resumes"] = old.get("resumes", []) + [{"time": info.get("start_time"),
                                                             "command": info.get("command")}]
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_suffix(f".json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(merged, indent=2, default=_json_default))
         os.replace(tmp, path)
 

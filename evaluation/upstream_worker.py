@@ -55,7 +55,7 @@ def run_job(job: dict) -> dict:
         os.chdir(cwd)
     result = {dimension: [_jsonable(score), _jsonable(video_results)]}
     if job.get("output"):
-        tmp = job["output"] + ".tmp"
+        tmp = f"{job['output']}.tmp{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=1)
         os.replace(tmp, job["output"])

@@ -72,7 +72,7 @@ class HashCache:
         digest = h.hexdigest()
         self._data[key] = {"size": st.st_size, "mtime": st.st_mtime, "sha256": digest}
         if self.path:
-            tmp = self.path.with_suffix(".tmp")
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(self._data, indent=1))
             os.replace(tmp, self.path)
         return digest

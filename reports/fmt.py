@@ -81,7 +81,7 @@ def to_float(x: Any) -> float:
 
 def md_escape(text: Any) -> str:
     s = "" if text is None else str(text)
-    return (s.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return (s.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
             .replace("\n", " ").replace("\r", " "))
 
 

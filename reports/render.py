@@ -31,6 +31,7 @@ background:#fff;line-height:1.4;padding:0 16px}
 h1{border-bottom:2px solid #333;padding-bottom:6px}
 h2{margin-top:36px;border-bottom:1px solid #bbb;padding-bottom:4px}
 h3{margin-top:22px}
+.tw{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:8px 0 18px 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5}
@@ -51,12 +52,12 @@ def _esc(x) -> str:
 
 
 def _html_table(columns, rows, caption: str) -> str:
-    out = ["<table>", f"<caption>{_esc(caption)}</caption>", "<thead><tr>"]
+    out = ['<div class="tw"><table>', f"<caption>{_esc(caption)}</caption>", "<thead><tr>"]
     out += [f"<th>{_esc(c)}</th>" for c in columns]
     out.append("</tr></thead><tbody>")
     for row in rows:
         out.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -100,7 +101,7 @@ def render_html(title: str, meta: List[str], sections: List[BuiltSection]) -> st
 
 def _md_text(s: str) -> str:
     # Stored text must not turn into HTML when the Markdown is rendered.
-    return str(s).replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    return str(s).replace("<", "&lt;").replace("\n", " ")
 
 
 def render_markdown(title: str, meta: List[str], sections: List[BuiltSection], figure_dir: str = "figures") -> str:

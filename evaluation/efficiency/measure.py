@@ -1,32 +1,29 @@
 """How the efficiency suite measures: wall time, peak memory, counted FLOPs, out-of-memory, and the machine.
 
-* **Wall time**: the callable runs once untimed (the instrumented warm-up, below), then ``repeats`` timed runs,
-  interleaved round-robin across the kinds of a point so background load hits them alike.  CPU: ``time.perf_counter``
-  around the call; CUDA: a pair of CUDA events around the call, read after ``torch.cuda.synchronize()``.  Stored:
-  the median (``latency_ms``), ``latency_spread_ms`` = half the range (max - min) / 2 of the repeats, and every sample.
-* **Peak memory** = working memory: the highest number of bytes the call allocates *beyond the caller-owned inputs
-  (and, for the model and block levels, the weights) and excluding the output it returns*; the output's bytes are
-  stored next to it (``details.output_bytes``).  The recurrent harnesses write into a caller-owned output buffer, so
-  both forms measure the same thing.
+* **Runs**: per (kind, point) one untimed *instrumented* run -- the first call at the point's shape, the warm-up --
+  that counts FLOPs and measures peak memory at once, then ``repeats`` timed runs interleaved round-robin across the
+  kinds of the point, so background load hits them alike.
+* **Wall time**: CPU ``time.perf_counter`` around the call; CUDA a pair of CUDA events around the call, read after
+  ``torch.cuda.synchronize()``.  Stored: the median (``latency_ms``), ``latency_spread_ms`` = half the range
+  ((max - min) / 2) of the repeats, and every sample.
+* **Peak memory** = working memory: the most bytes the call holds *beyond the caller-owned tensors (inputs, weights,
+  caller-owned output buffers) and excluding the output it returns* (stored next to it, ``details.output_bytes``).
+  The recurrent harnesses write into a caller-owned output buffer, so both forms measure the same thing.
 
   - CUDA: ``torch.cuda.reset_peak_memory_stats()``, then ``max_memory_allocated() - memory_allocated()`` (before the
-    call), minus the output's bytes.
-  - CPU (Linux): the process's resident-set high-water mark.  PyTorch's CPU allocator does not cache, and glibc is told
-    (``mallopt(M_MMAP_THRESHOLD, 64 KiB)``, ``M_TRIM_THRESHOLD``) to serve every block over 64 KiB by ``mmap`` and to
-    return it to the system on free, so the RSS follows the live tensors.  Before the call, writing ``5`` to
-    ``/proc/self/clear_refs`` resets ``VmHWM`` to the current RSS; after it, ``VmHWM - VmRSS(before)`` is the peak.
-    Blocks under 64 KiB and thread-stack pages touched for the first time are included (noise of well under 1 MiB;
-    the warm-up run touches the thread stacks first).  Where ``clear_refs`` is not writable the memory records are
-    ``skipped`` with the reason.
-* **Counted FLOPs**: :func:`rehyat.cost.count_flops` (``FlopCounterMode``, CPU fused attention registered) on the same
-  warm-up run that measures memory (counting does not allocate tensors), so counting costs no extra run.
+    call), minus the output's bytes (includes kernel workspaces and allocator rounding).
+  - CPU: :class:`LiveTensorBytes`, a ``TorchDispatchMode`` that adds up the storages the call's ops create and
+    subtracts them when their last tensor dies -- exact at tensor level, deterministic, independent of glibc; buffers
+    allocated inside a kernel (e.g. the CPU flash kernel's per-thread tiles, a few hundred KiB) are not seen.  (The
+    process RSS was tried and rejected: glibc's heap reuse and first-touch of pages made it drift by MiBs.)
+* **Counted FLOPs**: :func:`rehyat.cost.count_flops` (``FlopCounterMode``, CPU fused attention registered) on the
+  instrumented run, so counting costs no extra run.
 * **Out of memory** (``torch.OutOfMemoryError``, CPU allocator failures) is caught and returned as a result
   (``oom=True``); any other exception is returned as an error with its message.  Nothing is retried or extrapolated.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import platform
 import statistics
@@ -34,7 +31,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import weakref
+
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "defaultcpuallocator")
 
@@ -64,70 +65,86 @@ def synchronize(device: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ memory
-def _proc_status(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
+class LiveTensorBytes(TorchDispatchMode):
+    """Tensor-level allocation tracker: the peak of the bytes of the storages created by the ops run under it.
 
+    Every op output whose storage was not seen before and is not one of the caller's (a storage first met as an
+    *input* -- inputs, weights, caller-owned buffers, and views of them) is counted when it appears and released when
+    the last tensor object on it is freed (``weakref.finalize``; PyTorch keeps a tensor's Python object alive while
+    C++ holds the tensor, so the release is not early).  Exact for everything allocated through the dispatcher,
+    independent of the C allocator; buffers a kernel allocates internally (e.g. the per-thread tiles of the CPU
+    flash-attention kernel) are not seen.
+    """
 
-_MALLOC_TUNED: bool | None = None
+    def __init__(self):
+        super().__init__()
+        self.refs: dict[int, int] = {}
+        self.sizes: dict[int, int] = {}
+        self.external: set[int] = set()
+        self.current = 0
+        self.peak = 0
 
+    def _release(self, ptr: int) -> None:
+        n = self.refs.get(ptr, 0) - 1
+        if n <= 0:
+            self.refs.pop(ptr, None)
+            self.current -= self.sizes.pop(ptr, 0)
+        else:
+            self.refs[ptr] = n
 
-def _tune_malloc() -> bool:
-    """Make glibc return every block over 64 KiB to the system on free (see the module docstring)."""
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED is None:
+    @staticmethod
+    def _storage(t):
         try:
-            libc = ctypes.CDLL("libc.so.6")
-            m_trim_threshold, m_mmap_threshold = -1, -3
-            _MALLOC_TUNED = bool(libc.mallopt(m_mmap_threshold, 64 * 1024)) and bool(
-                libc.mallopt(m_trim_threshold, 128 * 1024))
-        except OSError:
-            _MALLOC_TUNED = False
-    return _MALLOC_TUNED
+            st = t.untyped_storage()
+            return st.data_ptr(), st.nbytes()
+        except (RuntimeError, NotImplementedError):
+            return 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for t in tree_leaves((args, kwargs)):
+            if isinstance(t, torch.Tensor):
+                ptr, _ = self._storage(t)
+                if ptr and ptr not in self.refs:
+                    self.external.add(ptr)
+        out = func(*args, **kwargs)
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                ptr, nbytes = self._storage(t)
+                if not ptr or ptr in self.external:
+                    continue
+                if ptr not in self.refs:
+                    self.refs[ptr] = 0
+                    self.sizes[ptr] = nbytes
+                    self.current += nbytes
+                    self.peak = max(self.peak, self.current)
+                self.refs[ptr] += 1
+                weakref.finalize(t, self._release, ptr)
+        return out
 
 
 class MemoryMeter:
-    """Peak bytes a call allocates, on ``device`` (see the module docstring for the method)."""
+    """Peak bytes a call allocates beyond the caller's tensors, on ``device`` (see the module docstring)."""
 
     def __init__(self, device: str):
         self.device = device
         self.reason: str | None = None
         if device.startswith("cuda"):
-            self.method = "torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), minus memory_allocated() " \
-                          "before the call, minus the returned output"
-            return
-        self.method = ("CPU RSS high-water: VmHWM (reset via /proc/self/clear_refs) minus VmRSS before the call, "
-                       "glibc mmap threshold 64 KiB, minus the returned output")
-        if platform.system() != "Linux":
-            self.reason = "CPU peak memory needs Linux /proc (VmHWM, clear_refs)"
-        elif not _tune_malloc():
-            self.reason = "could not set glibc's mmap threshold (mallopt), so RSS would not follow freed tensors"
+            self.method = ("torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), minus "
+                           "memory_allocated() before the call, minus the returned output")
         else:
-            try:
-                self._reset()
-                _proc_status("VmHWM:")
-            except (OSError, KeyError) as exc:
-                self.reason = f"/proc/self/clear_refs or VmHWM unavailable: {exc}"
+            self.method = ("tensor-level live bytes (TorchDispatchMode tracking every storage the call creates, "
+                           "released via weakref.finalize), caller-owned tensors excluded, minus the returned output; "
+                           "kernel-internal scratch not seen")
 
     @property
     def available(self) -> bool:
         return self.reason is None
 
-    @staticmethod
-    def _reset() -> None:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-
     @contextlib.contextmanager
     def measure(self):
-        """``with meter.measure() as m: ...``; afterwards ``m["peak"]`` holds the peak bytes (``None`` if unavailable)."""
+        """``with meter.measure() as m: ...``; afterwards ``m["peak"]`` holds the peak bytes."""
         box: dict = {"peak": None}
-        if not self.available:
-            yield box
-            return
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -136,10 +153,10 @@ class MemoryMeter:
             torch.cuda.synchronize()
             box["peak"] = torch.cuda.max_memory_allocated() - base
         else:
-            base = _proc_status("VmRSS:")
-            self._reset()
-            yield box
-            box["peak"] = max(_proc_status("VmHWM:") - base, 0)
+            tracker = LiveTensorBytes()
+            with tracker:
+                yield box
+            box["peak"] = tracker.peak
 
 
 # ------------------------------------------------------------------------------------------------ timing
@@ -163,45 +180,44 @@ def time_call(fn: Callable[[], object], device: str) -> float:
 
 @dataclass
 class InstrumentedRun:
-    """The untimed warm-up run: counted FLOPs, peak working memory, output bytes, wall time (counting included)."""
+    """The untimed warm-up run of a (kind, point): counted FLOPs, peak memory, output bytes."""
 
     ok: bool
     flops_counted: int | None = None
     peak_bytes: int | None = None
     peak_incl_output_bytes: int | None = None
     output_bytes: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the untimed run (counting included)
     oom: bool = False
     error: str | None = None
 
 
 def instrumented_run(fn: Callable[[], object], device: str, meter: MemoryMeter, count: bool) -> InstrumentedRun:
+    """The untimed warm-up run (the first call at the point's shape): counted FLOPs (``FlopCounterMode``, if
+    ``count``) and peak memory (``meter``) in the same call -- neither changes what the call allocates."""
     from rehyat.cost import count_flops
+
+    t0 = time.perf_counter()
+    holder: dict = {}
+
+    def call():
+        holder["out"] = fn()
 
     try:
         synchronize(device)
-        t0 = time.perf_counter()
-        holder: dict = {}
-
-        def call():
-            holder["out"] = fn()
-
         with meter.measure() as mem:
-            if count:
-                flops = count_flops(call)
-            else:
-                call()
-                flops = None
+            flops = count_flops(call) if count else call()
             synchronize(device)
-        dt = time.perf_counter() - t0
         out_bytes = tensor_bytes(holder.pop("out", None))
         peak = mem["peak"]
-        return InstrumentedRun(True, flops, None if peak is None else max(peak - out_bytes, 0), peak, out_bytes, dt)
+        return InstrumentedRun(True, flops if count else None, None if peak is None else max(peak - out_bytes, 0),
+                               peak, out_bytes, time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 -- recorded as a result, never a crash
-        holder = None
+        holder.clear()
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-        return InstrumentedRun(False, oom=is_oom(exc), error=f"{type(exc).__name__}: {str(exc)[:400]}")
+        return InstrumentedRun(False, oom=is_oom(exc), error=f"{type(exc).__name__}: {str(exc)[:400]}",
+                               seconds=time.perf_counter() - t0)
 
 
 @dataclass

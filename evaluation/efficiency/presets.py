@@ -94,7 +94,8 @@ class LevelSweep:
     frames: tuple[int, ...]
     kinds: tuple[KindConfig, ...]
     point_budget_s: float  # a (kind, point) is measured only if its predicted cost (all its runs) fits
-    repeats: int = 3  # timed repeats (after one untimed instrumented warm-up run)
+    repeats: int = 3  # timed repeats (after the untimed instrumented warm-up run)
+    min_repeats: int = 2  # a point that fits its budget only with fewer repeats gets this many
     max_repeats: int = 20  # more repeats while the point's timed runs take less than min_time_s
     min_time_s: float = 0.5
     count_flops: bool = True
@@ -152,15 +153,18 @@ _register(Preset(
 
 _register(Preset(
     name="cpu",
-    description="CPU, fp32, < 15 min on 2 cores: op at two of Wan-1.3B's heads (every kind is linear in heads) for "
-                "240x416 and 480x832, 17-321 frames; one 1.3B-width block at 240x416; the 1.3B model analytic "
-                "where it does not fit the budget",
-    device="cpu", dtype="float32", total_budget_s=780.0, op_heads=2,
+    description="CPU, fp32, < 15 min on 2 cores: the op at two of Wan-1.3B's 12 heads (head dim 128, F 256; every kind "
+                "is linear in the number of heads) for 240x416 at 17-321 frames with a T_c x T_o grid and for 480x832 "
+                "at 17-81 frames; one 1.3B-width block at 240x416; the 30-block 1.3B model analytic where it does not "
+                "fit the budget",
+    device="cpu", dtype="float32", total_budget_s=690.0, op_heads=2,
     levels=(
-        LevelSweep("op", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + hybrid_grid((1, 3), (0, 1)),
-                   point_budget_s=75.0, repeats=3, max_repeats=10, min_time_s=1.0),
+        LevelSweep("op", (RES_SMALL,), FRAMES, BASE_KINDS + hybrid_grid((1, 3), (0, 1)),
+                   point_budget_s=90.0, repeats=3, max_repeats=10, min_time_s=1.0),
+        LevelSweep("op", (RES_480P,), (17, 41, 81), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
+                   point_budget_s=90.0, repeats=3, max_repeats=10, min_time_s=1.0),
         LevelSweep("block", (RES_SMALL,), (17, 41), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
-                   point_budget_s=45.0, repeats=2, max_repeats=5, min_time_s=1.0),
+                   point_budget_s=40.0, repeats=2, max_repeats=5, min_time_s=1.0),
         LevelSweep("model", (RES_SMALL, RES_480P), FRAMES,
                    (KindConfig("softmax"), KindConfig("hybrid", **MAIN, converted=15), KindConfig("hybrid", **MAIN),
                     KindConfig("hybrid_recurrent", **MAIN), KindConfig("linear"), KindConfig("chunk_local", **MAIN)),

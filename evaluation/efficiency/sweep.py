@@ -3,7 +3,8 @@ predictor says the point fits its budget -- one instrumented run per kind (count
 interleaved timed repeats, and the ratios to softmax measured in the same run.  Writes the records (one per kind,
 point and dimension; conventions in docs/interfaces.md, ``efficiency``).
 
-Budgets: a (kind, point) is measured only if ``predicted seconds x (1 + repeats) <= point_budget_s`` and the sweep's
+Budgets: a (kind, point) is measured only if ``predicted seconds x (1 + repeats) <= point_budget_s`` (``repeats``, else
+``min_repeats``; the 1 is the untimed instrumented run) and the sweep's
 elapsed time plus that stays within ``total_budget_s``.  Predicted seconds = analytic FLOPs / the FLOP rate measured
 for the same kind at the previous point of the level (falling back to the level's, then any level's rate for that
 kind, then a matmul rate measured at start).  A point that does not fit, or whose analytic working-set estimate does
@@ -138,18 +139,20 @@ def _run_point(preset, level, wl, kinds, video, res, backends, meter, pred, star
     load = load_average()
     free = available_memory_bytes(device)
 
-    # ---- which kinds fit the budgets
+    # ---- which kinds fit the budgets (runs per kind: the instrumented warm-up + timed repeats)
     reasons: dict = {}
+    n_rep: dict = {}
     planned_total = 0.0
     for kc in kinds:
         t_pred = pred.predict(level.level, kc.label, res, ana[kc].flops)
-        cost = t_pred * (1 + level.repeats)
+        reps = next((r for r in (level.repeats, level.min_repeats) if t_pred * (1 + r) <= level.point_budget_s), None)
+        cost = t_pred * (1 + (reps or level.min_repeats))
         elapsed = time.perf_counter() - start
         est = wl.estimate_bytes(kc, video)
-        if cost > level.point_budget_s:
-            reasons[kc] = (f"analytic only: predicted {t_pred:.3g} s per call x {1 + level.repeats} runs > point budget "
-                           f"{level.point_budget_s:g} s (rate {pred.rate(level.level, kc.label, res) / 1e9:.3g} GFLOP/s "
-                           f"from the previous points)")
+        if reps is None:
+            reasons[kc] = (f"analytic only: predicted {t_pred:.3g} s per call x {1 + level.min_repeats} runs > point "
+                           f"budget {level.point_budget_s:g} s (rate {pred.rate(level.level, kc.label, res) / 1e9:.3g} "
+                           f"GFLOP/s from the previous points)")
         elif elapsed + planned_total + cost > preset.total_budget_s:
             reasons[kc] = (f"analytic only: preset time budget {preset.total_budget_s:g} s would be exceeded "
                            f"(elapsed {elapsed:.0f} s, predicted {cost:.3g} s)")
@@ -158,6 +161,7 @@ def _run_point(preset, level, wl, kinds, video, res, backends, meter, pred, star
                            f"{free / 2**30:.2f} GiB")
         else:
             planned_total += cost
+            n_rep[kc] = reps
     measured = [kc for kc in kinds if kc not in reasons]
 
     # ---- measure
@@ -178,7 +182,8 @@ def _run_point(preset, level, wl, kinds, video, res, backends, meter, pred, star
             inst[kc] = instrumented_run(fn, device, meter, level.count_flops)
         ok_fns = {kc: fn for kc, fn in fns.items() if inst[kc].ok}
         deadline = t0 + max(level.point_budget_s, planned_total) * 1.5
-        timing = timed_rounds(ok_fns, device, level.repeats, level.max_repeats, level.min_time_s, deadline)
+        min_rounds = min(n_rep.values()) if n_rep else level.repeats
+        timing = timed_rounds(ok_fns, device, min_rounds, level.max_repeats, level.min_time_s, deadline)
         wl.teardown()
         del fns, ok_fns
         gc.collect()
@@ -263,7 +268,7 @@ def _run_point(preset, level, wl, kinds, video, res, backends, meter, pred, star
             continue
         lat_details = dict(details, latency_spread_ms=tm.spread_ms, repeats=len(tm.samples),
                            latency_samples_ms=[round(1000 * s, 4) for s in tm.samples],
-                           warmup_runs=1, warmup_s=run.seconds, timer="cuda events" if device.startswith("cuda")
+                           untimed_runs=1, untimed_s=run.seconds, timer="cuda events" if device.startswith("cuda")
                            else "time.perf_counter", achieved_flops_per_s=a.flops / (tm.median_ms / 1000))
         write(kc, "latency_ms", tm.median_ms, "ok", None, lat_details)
         if soft_ok:

@@ -119,6 +119,21 @@ def op_backend(kind: KindConfig, device: str, dtype: torch.dtype, head_dim: int)
     return lse if kind.kind == "chunk_local" else f"{lse} + einsum linear branch"
 
 
+def cast_like_from_pretrained(module: nn.Module, dtype: torch.dtype, keep=None) -> nn.Module:
+    """``module.to(dtype)`` but, as ``from_pretrained(torch_dtype=...)`` does, the class's ``_keep_in_fp32_modules``
+    (Wan: rope, time_embedder, scale_shift_table, norm1/2/3) stay in float32."""
+    module.to(dtype=dtype)
+    keep = set(keep if keep is not None else (getattr(module, "_keep_in_fp32_modules", None) or []))
+    if dtype != torch.float32 and keep:
+        for name, mod in module.named_modules():
+            if keep & set(name.split(".")):
+                mod.float()
+        for name, p in module.named_parameters():
+            if keep & set(name.split(".")):
+                p.data = p.data.float()
+    return module
+
+
 @dataclass
 class Analytic:
     flops: int
@@ -198,7 +213,7 @@ class OpWorkload(Workload):
                       causal=kc.causal)
             fq, fk = feats.get(self.feature_dim(kc), (None, None)) if kind.needs_features else (None, None)
             if kc.kind == "hybrid_recurrent":
-                out = torch.empty_like(v)  # caller-owned output buffer
+                out = torch.zeros_like(v)  # caller-owned output buffer (zeros: resident before the baseline)
                 self._inputs[("out", kc)] = out
 
                 def stream(fq=fq, fk=fk, out=out, tc=kc.chunk_frames, to=kc.overlap_frames):
@@ -242,7 +257,10 @@ class BlockWorkload(Workload):
                                                   w.get("cross_attn_norm", True), w.get("eps", 1e-6))
                 self._rope = WanRotaryPosEmbed(w["attention_head_dim"], tuple(w["patch_size"]),
                                                w.get("rope_max_seq_len", 1024))
-            self._block.to(dtype=self.dtype).eval().requires_grad_(False)
+            from diffusers import WanTransformer3DModel
+
+            cast_like_from_pretrained(self._block, self.dtype, WanTransformer3DModel._keep_in_fp32_modules)
+            self._block.eval().requires_grad_(False)
             self._default_proc = self._block.attn1.processor
         return self._block
 
@@ -316,7 +334,7 @@ class BlockWorkload(Workload):
         for kc in kinds:
             proc = self.processor(kc)
             if kc.kind == "hybrid_recurrent":
-                out = torch.empty_like(x)
+                out = torch.zeros_like(x)  # caller-owned, resident before the baseline
                 self._inputs[("out", kc)] = out
                 holder = types.SimpleNamespace(blocks=[block])
 
@@ -412,7 +430,7 @@ class ModelWorkload(Workload):
             with torch.device(self.device):
                 torch.manual_seed(0)
                 self._base = WanTransformer3DModel(**self.preset.wan)
-            self._base.to(dtype=self.dtype).eval().requires_grad_(False)
+            cast_like_from_pretrained(self._base, self.dtype).eval().requires_grad_(False)
         return self._base
 
     def model(self, kc: KindConfig):

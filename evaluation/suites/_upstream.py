@@ -2,21 +2,42 @@
 functions (in-process or through another interpreter), and turning their output into store records."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from evaluation import prompts as P
 from evaluation.context import RunContext
-from evaluation.registry import Dimension, DimensionOutcome, Suite
+from evaluation.registry import Dimension, DimensionOutcome, Suite, UsageError
 from evaluation.store import FINAL_STATUSES
 from evaluation.videos import check_video, list_videos
 from evaluation.weights import OFFLINE_ENV, preflight
+
+
+@lru_cache(maxsize=4)
+def inprocess_import_error(package: str) -> str | None:
+    try:
+        importlib.import_module(package)
+    except Exception as exc:  # e.g. vbench2's __init__ imports gdown, scenedetect, … (its own pins)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def resolve_python(spec: str) -> str:
+    """A python executable, or a venv folder (its bin/python)."""
+    p = Path(os.path.expanduser(spec))
+    if p.is_dir():
+        for cand in (p / "bin" / "python", p / "Scripts" / "python.exe"):
+            if cand.exists():
+                return str(cand)
+    return str(p)
 
 
 @dataclass
@@ -52,8 +73,18 @@ class UpstreamSuite(Suite):
         raise NotImplementedError
 
     def runner_mode(self, ctx: RunContext) -> tuple[str, str | None]:
-        """('inprocess', None) or ('external', python executable)."""
-        return "inprocess", None
+        """('external', python) when ``--<package>-python`` is given; else ('inprocess', None) when the package
+        imports here; else ('unavailable', reason)."""
+        py = getattr(ctx.args, f"{self.package}_python", None)
+        if py:
+            return "external", resolve_python(py)
+        err = inprocess_import_error(self.package)
+        if err is None:
+            return "inprocess", None
+        return "unavailable", (f"{self.package} is not importable here ({err}) and no external interpreter is "
+                               f"configured: install its dependencies in a separate venv and pass "
+                               f"--{self.package}-python PATH (or set $REHYAT_{self.package.upper()}_PYTHON); "
+                               "see docs/evaluation.md")
 
     # ------------------------------------------------------------------ helpers
     def model_label(self, ctx: RunContext, videos_dir: Path) -> str:
@@ -94,11 +125,19 @@ class UpstreamSuite(Suite):
             videos_dir, label = self.generate(ctx, dimensions)
         else:
             if not getattr(args, "videos", None):
-                raise SystemExit(f"--suite {self.name}: give --videos DIR or --model SPEC")
+                raise UsageError(f"--suite {self.name}: give --videos DIR or --model SPEC")
             videos_dir = Path(args.videos)
             if not videos_dir.is_dir():
-                raise SystemExit(f"--videos {videos_dir}: not a directory")
+                raise UsageError(f"--videos {videos_dir}: not a directory")
             label = self.model_label(ctx, videos_dir)
+        try:
+            P.package_dir(self.package)
+        except ModuleNotFoundError as exc:  # the upstream wheel (prompt data, code) is not installed
+            for dname in dimensions:
+                if not ctx.store.is_done(self.name, label, None, dname):
+                    ctx.store.add(suite=self.name, model=label, video=None, dimension=dname, score=None,
+                                  status="error", message=str(exc), provenance=ctx.provenance())
+            return [self._agg_outcome(ctx, self.dimensions[d], label) for d in dimensions]
         mode = self.resolve_mode(ctx, videos_dir)
         ctx.log(f"[{self.name}] model={label} videos={videos_dir} mode={mode} device={ctx.device}")
         gen_log = {}
@@ -148,7 +187,12 @@ class UpstreamSuite(Suite):
         if runner == "unavailable":
             return agg("error", message=python)
 
-        inp = self.custom_input(dim, videos_dir) if mode == "custom" else self.standard_input(ctx, dim, videos_dir)
+        try:
+            inp = (self.custom_input(dim, videos_dir) if mode == "custom"
+                   else self.standard_input(ctx, dim, videos_dir))
+        except Exception as exc:  # e.g. the static filter could not be built; the other dimensions go on
+            ctx.log(f"[{self.name}] {dim.name}: preparing the input failed: {type(exc).__name__}: {exc}")
+            return agg("error", message=f"{dim.name}: preparing the input failed: {type(exc).__name__}: {exc}")
         deviations = list(inp.deviations)
         if inp.missing:
             deviations.append(f"{len(inp.missing)} expected video(s) missing")
@@ -300,10 +344,7 @@ class UpstreamSuite(Suite):
 
         args = ctx.args
         gen = load_generator(args.model, device=ctx.device, label=args.label)
-        jobs = self.generation_jobs(ctx, dims)
-        if args.limit_prompts:
-            first = list(dict.fromkeys(j.prompt for j in jobs))[: args.limit_prompts]
-            jobs = [j for j in jobs if j.prompt in set(first)]
+        jobs = self.generation_jobs(ctx, dims)  # honours --limit-prompts (first N prompts of each dimension)
         out = Path(args.video_dir or (ctx.out_dir / "videos" / self.name / gen.label))
         ctx.log(f"[{self.name}] generating {len(jobs)} video(s) with {gen.label} into {out}")
         st = gen_settings(args, gen)

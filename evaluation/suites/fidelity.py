@@ -20,7 +20,7 @@ import numpy as np
 
 from evaluation.context import RunContext
 from evaluation.generation import config_hash, gen_settings, load_generator
-from evaluation.registry import Dimension, DimensionOutcome, Suite, register_suite
+from evaluation.registry import Dimension, DimensionOutcome, Suite, UsageError, register_suite
 from evaluation.store import FINAL_STATUSES
 
 DEFAULT_PROMPTS = [
@@ -123,7 +123,7 @@ class FidelitySuite(Suite):
         args = ctx.args
         if candidate is None:
             if not args.model or not args.reference:
-                raise SystemExit("--suite fidelity needs --model CANDIDATE and --reference REFERENCE generator specs")
+                raise UsageError("--suite fidelity needs --model CANDIDATE and --reference REFERENCE generator specs")
             candidate = load_generator(args.model, device=ctx.device, label=args.label)
             reference = load_generator(args.reference, device=ctx.device, label=args.reference_label)
         cand_label, ref_label = candidate.label, reference.label

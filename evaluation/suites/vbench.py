@@ -6,6 +6,7 @@ Weights manifest: /work/shared/reference/vbench.md §1.3 and ``vbench/utils.py::
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -101,6 +102,9 @@ class VBenchSuite(UpstreamSuite):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("vbench")
+        g.add_argument("--vbench-python", default=os.environ.get("REHYAT_VBENCH_PYTHON"),
+                       help="run vbench's compute functions under this python executable / venv folder (where its "
+                            "model dependencies are installed); default: in-process")
         g.add_argument("--static-filter", choices=["auto", "off"], default="auto",
                        help="temporal_flickering in standard mode: run VBench's RAFT static filter over the 25 samples "
                             "per prompt when RAFT is present (auto), else score prompt-0..4 as non-standard")
@@ -140,8 +144,14 @@ class VBenchSuite(UpstreamSuite):
         raise KeyError(n)
 
     def generation_jobs(self, ctx: RunContext, dims: list[str]) -> list[GenJob]:
-        base = ctx.args.seed
-        return [GenJob(s.prompt, base + s.index, s.filename) for s in P.v1_slots(dims, sampling=True)]
+        base, limit = ctx.args.seed, getattr(ctx.args, "limit_prompts", None)
+        slots = P.v1_slots(dims, sampling=True)
+        if limit:
+            keep = set()
+            for d in dims:
+                keep |= set(list(dict.fromkeys(s.prompt for s in slots if d in s.dimensions))[:limit])
+            slots = [s for s in slots if s.prompt in keep]
+        return [GenJob(s.prompt, base + s.index, s.filename) for s in slots]
 
     # ------------------------------------------------------------------ standard-mode input
     def standard_input(self, ctx: RunContext, dim: Dimension, videos_dir: Path) -> DimensionInput:

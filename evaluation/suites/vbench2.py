@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from functools import lru_cache
 from pathlib import Path
 
 from evaluation import prompts as P
@@ -41,6 +39,9 @@ COTRACKER = (Artifact("hub/facebookresearch_co-tracker_main", "https://github.co
                       "(torch.hub repo; pin the commit)", "CoTracker hub code", root="TORCH_HOME", kind="dir"),
              Artifact("hub/checkpoints/cotracker2.pth", "https://huggingface.co/facebook/cotracker/resolve/main/"
                       "cotracker2.pth", "CoTracker2 weights (torch-hub cache)", root="TORCH_HOME"))
+# with an explicit ref, torch.hub uses the cached repo folder and skips its "is the default branch main?" probe of
+# github.com (which it does for "facebookresearch/co-tracker", the value upstream's init_submodules passes)
+COTRACKER_REPO = "facebookresearch/co-tracker:main"
 RAFT2 = Artifact("raft_model/models/raft-things.pth", "https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip "
                  "(unzip into raft_model/)", "RAFT (things)", root=R2)
 YOLO_XL = Artifact("YOLO-World/yolo_world_v2_xl_obj365v1_goldg_cc3mlite_pretrain-5daf1395.pth",
@@ -95,24 +96,6 @@ DIMENSIONS = {
 }
 
 
-@lru_cache(maxsize=1)
-def _inprocess_import_error() -> str | None:
-    try:
-        import vbench2  # noqa: F401
-    except Exception as exc:  # its __init__ imports gdown, scenedetect, … (its own pins)
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def _resolve_python(spec: str) -> str:
-    p = Path(os.path.expanduser(spec))
-    if p.is_dir():
-        for cand in (p / "bin" / "python", p / "Scripts" / "python.exe"):
-            if cand.exists():
-                return str(cand)
-    return str(p)
-
-
 @register_suite
 class VBench2Suite(UpstreamSuite):
     name = "vbench2"
@@ -131,24 +114,13 @@ class VBench2Suite(UpstreamSuite):
     def all_slots(self):
         return P.v2_slots(list(self.dimensions))
 
-    def runner_mode(self, ctx: RunContext):
-        py = getattr(ctx.args, "vbench2_python", None)
-        if py:
-            return "external", _resolve_python(py)
-        err = _inprocess_import_error()
-        if err is None:
-            return "inprocess", None
-        return "unavailable", (f"vbench2 is not importable here ({err}) and no external interpreter is configured: "
-                               "create a venv with vbench2's pins and pass --vbench2-python PATH "
-                               "(or set $REHYAT_VBENCH2_PYTHON); see docs/evaluation.md")
-
     def submodules(self, dim: Dimension, pf):
         p = {a.path: str(artifact_path(a)) for a in dim.artifacts}
         n = dim.name
         if n == "Multi-View_Consistency":
-            return {"raft": p[RAFT2.path], "repo": "facebookresearch/co-tracker", "model": "cotracker2"}
+            return {"raft": p[RAFT2.path], "repo": COTRACKER_REPO, "model": "cotracker2"}
         if n == "Camera_Motion":
-            return {"repo": "facebookresearch/co-tracker", "model": "cotracker2"}
+            return {"repo": COTRACKER_REPO, "model": "cotracker2"}
         if n == "Human_Identity":
             return {"model": p["arcface/resnet18_110.pth"]}
         if n == "Instance_Preservation":
@@ -172,8 +144,12 @@ class VBench2Suite(UpstreamSuite):
         return {}
 
     def generation_jobs(self, ctx: RunContext, dims: list[str]) -> list[GenJob]:
-        base = ctx.args.seed
-        return [GenJob(s.prompt, base + s.index, f"{s.dimensions[0]}/{s.filename}") for s in P.v2_slots(dims)]
+        base, limit = ctx.args.seed, getattr(ctx.args, "limit_prompts", None)
+        slots = P.v2_slots(dims)
+        if limit:
+            keep = {d: list(dict.fromkeys(s.prompt for s in slots if s.dimensions[0] == d))[:limit] for d in dims}
+            slots = [s for s in slots if s.prompt in keep[s.dimensions[0]]]
+        return [GenJob(s.prompt, base + s.index, f"{s.dimensions[0]}/{s.filename}") for s in slots]
 
     def _dim_folder(self, videos_dir: Path, dim: str) -> tuple[Path, str]:
         sub = videos_dir / dim

@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except FileNotFoundError as e:  # missing weights / folders: a clear message, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     if args.cmd == "synth-data":
         from .data import make_synthetic_dataset
 

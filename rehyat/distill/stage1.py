@@ -43,7 +43,7 @@ _RESUME_FREE = ("steps", "out", "progress", "resume", "stop_after", "checkpoint_
 class Stage1Config:
     teacher: str = field(default="tiny", metadata={"help": "local diffusers Wan folder (softmax teacher) or 'tiny'"})
     out: str = field(default="runs/stage1", metadata={"help": "output folder (checkpoints, metrics, rehyat/)"})
-    blocks: str = field(default="all", metadata={"help": "'all', n (spread over depth) or '0,2,4'"})
+    blocks: str = field(default="all", metadata={"help": "'all', n (n blocks spread over depth) or indices '0,2,4' (one index: '5,')"})
     chunk_frames: int = 3
     overlap_frames: int = 1
     causal: bool = False
@@ -75,6 +75,9 @@ class Stage1Config:
     output_loss_weight: float = 1.0
     xent_weight: float = field(default=0.0, metadata={"help": "weight of the Hedgehog attention-weight cross-entropy"})
     xent_queries: int = 64
+    learn_linear_scale: bool = field(default=False, metadata={"help": "experimental: learn a per-head log-scale of "
+                                                                       "the linear branch (not exportable yet)"})
+    linear_scale_lr_mult: float = 30.0
     # runtime
     seed: int = 0
     device: str = "auto"
@@ -245,7 +248,8 @@ def build_stage1_model(cfg: Stage1Config, device: torch.device):
                           overlap_frames=cfg.overlap_frames, causal=cfg.causal, feature_map=cfg.feature_map,
                           feature_map_kwargs=cfg.feature_map_kwargs, seed=cfg.seed)
     settings = DistillSettings(student_kind=cfg.student_kind, loss=cfg.loss, output_weight=cfg.output_loss_weight,
-                               xent_weight=cfg.xent_weight, xent_queries=cfg.xent_queries)
+                               xent_weight=cfg.xent_weight, xent_queries=cfg.xent_queries,
+                               linear_scale=cfg.learn_linear_scale)
     procs = enable_distillation(model, settings)
     for p in procs.values():
         p.float()  # φ trains in fp32 whatever the teacher dtype
@@ -293,6 +297,27 @@ def evaluate_stage1(model, procs, settings: DistillSettings, inputs: Stage1Input
     return res
 
 
+@torch.no_grad()
+def init_linear_scale(model, procs, settings: DistillSettings, inputs: "Stage1Inputs", info: DistInfo) -> None:
+    """Data-driven init of the experimental per-head ``linear_log_scale``: on the step-0 batch, the mean gap between
+    the teacher's log out-of-window mass and the untrained linear branch's log mass (mean over ranks)."""
+    old, settings.mode = settings.mode, "init_scale"
+    settings.reset()
+    settings.generator = generator(inputs.cfg.seed, 6, info.rank)
+    try:
+        hs, t, emb, _ = inputs.batch(0, model, settings)
+        inputs._run(model, hs, t, emb)
+    finally:
+        settings.mode = old
+    for i, p in procs.items():
+        st = settings.stats.get(i, {})
+        gap = (st["gap"] / st["n"]).float() if "gap" in st else torch.zeros(p.num_heads)
+        gap = gap.to(p.linear_log_scale.device)
+        all_reduce_mean_([gap], info)
+        p.linear_log_scale.copy_(gap)
+    settings.reset()
+
+
 def train_stage1(cfg: Stage1Config, *, fail_at_step: int | None = None, model_hook=None) -> dict:
     """Run (or resume) stage 1.  Returns the summary dict (also written to ``OUT/summary.json``).
 
@@ -317,9 +342,18 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
     if model_hook is not None:
         model_hook(model)
     blocks = sorted(procs)
-    groups = [{"params": [p for p in procs[i].parameters()], "block": i} for i in blocks]
-    if not any(p.requires_grad for g in groups for p in g["params"]):
-        raise ValueError(f"student kind {cfg.student_kind!r} with feature map {cfg.feature_map!r} has nothing to train")
+    groups = []
+    for i in blocks:
+        phi = [p for n, p in procs[i].named_parameters() if n != "linear_log_scale"]
+        groups.append({"params": phi, "block": i})
+        if hasattr(procs[i], "linear_log_scale"):
+            groups.append({"params": [procs[i].linear_log_scale], "block": i, "lr": cfg.lr * cfg.linear_scale_lr_mult})
+    from rehyat.attention import get_attention_kind
+
+    if not get_attention_kind(cfg.student_kind).needs_features or not any(p.requires_grad for g in groups
+                                                                           for p in g["params"]):
+        raise ValueError(f"student kind {cfg.student_kind!r} with feature map {cfg.feature_map!r} has nothing to "
+                         f"train (evaluate it with evaluate_stage1 instead)")
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.steps,
                                                              cfg.min_lr_ratio))
@@ -357,6 +391,8 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
     all_params = [p for g in groups for p in g["params"]]
     bar = progress(cfg.steps, start, "stage1", cfg.progress and info.is_main)
     t0, step, last_loss = time.time(), start, None
+    if cfg.learn_linear_scale and resumed is None:
+        init_linear_scale(model, procs, settings, inputs, info)
     if cfg.eval_every and resumed is None:
         for i, e in evaluate_stage1(model, procs, settings, inputs).items():
             metrics.write(stage="stage1", kind="eval", step=0, block=i, rel_l2=e)
@@ -375,9 +411,10 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
                     p.grad = torch.zeros_like(p)
             all_reduce_mean_([p.grad for p in all_params], info)
             norms = {}
-            for g in groups:
-                if cfg.grad_clip > 0:
-                    norms[g["block"]] = float(torch.nn.utils.clip_grad_norm_(g["params"], cfg.grad_clip))
+            if cfg.grad_clip > 0:
+                for i in blocks:
+                    ps = [p for g in groups if g["block"] == i for p in g["params"]]
+                    norms[i] = float(torch.nn.utils.clip_grad_norm_(ps, cfg.grad_clip))
             lr = sched.get_last_lr()[0]
             opt.step()
             sched.step()
@@ -412,7 +449,10 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
     summary = {"stage": "stage1", "step": step, "finished": step >= cfg.steps, "last_loss": last_loss,
                "resumed_from": resumed, "blocks": blocks, "student_kind": cfg.student_kind,
                "elapsed_s": time.time() - t0, "world_size": info.world_size}
-    if step >= cfg.steps:
+    if step >= cfg.steps and cfg.learn_linear_scale:
+        summary["export_note"] = ("not exported: the Wan processor has no linear_log_scale parameter yet; the trained "
+                                  "phi and scales are in the last resume checkpoint")
+    elif step >= cfg.steps:
         if info.is_main:
             from rehyat.wan.checkpoint import save_rehyat
             from .teacher_forcing import disable_distillation

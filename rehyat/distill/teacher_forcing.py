@@ -33,7 +33,7 @@ from rehyat.wan.processor import ReHyAtWanAttnProcessor, apply_wan_rotary_emb
 Tensor = torch.Tensor
 STUDENT_KINDS = ("hybrid", "linear", "chunk_local")
 LOSSES = ("l1", "mse")
-MODES = ("student", "teacher", "distill", "eval")
+MODES = ("student", "teacher", "distill", "eval", "init_scale")
 
 
 @dataclass
@@ -49,6 +49,10 @@ class DistillSettings:
     loss_scale: float = 1.0  # multiplies the loss before backward (e.g. 1 / number of micro-batches)
     mode: str = "distill"
     generator: torch.Generator | None = None  # query subsampling of the xent term
+    on_qkv: object = None  # optional callback(block, q, k, v) with the post-RoPE tensors (analysis, proxy benchmark)
+    # Experimental: a learned per-head log-scale gamma_h on the linear branch (fk -> exp(gamma_h) fk).  The Wan
+    # processor has no such parameter yet, so a model trained with it cannot be exported (see docs/distill.md).
+    linear_scale: bool = False
     stats: dict = field(default_factory=dict)  # block -> {"loss", "out_loss", "xent", "sq_err", "sq_ref", "n"}
 
     def __post_init__(self):
@@ -83,29 +87,37 @@ def _frame_masks(kind: str, q_frames: Tensor, num_frames: int, frame_tokens: int
     return torch.zeros_like(in_win), lin
 
 
-def attention_xent(q: Tensor, k: Tensor, fq: Tensor | None, fk: Tensor | None, kind: str, proc, idx: Tensor
-                   ) -> Tensor:
-    """Hedgehog / LoLCATs cross-entropy ``-sum_j a_true log clamp(a_pred, 1e-12)`` for query tokens ``idx``.
+def student_log_weights(q: Tensor, k: Tensor, fq: Tensor | None, fk: Tensor | None, kind: str, proc, idx: Tensor
+                        ) -> tuple[Tensor, Tensor]:
+    """``(teacher scores s [B, H, nq, N], student log-weights [B, H, nq, N])`` for query tokens ``idx``.
 
-    ``a_true = softmax(q k^T / sqrt(D))`` (no grad); ``a_pred`` = the student's normalised weights: ``exp(s)`` on its
-    softmax set, ``fq . fk`` on its linear set, one joint normaliser.  Costs [B, H, len(idx), N], never N x N.
+    Student weights: ``exp(s)`` on its softmax set, ``fq . fk`` on its linear set, one joint normaliser — the weights
+    the op applies to ``v`` (``tests/distill`` checks ``exp(log_w) @ v`` against the op).
     """
     scale = q.shape[-1] ** -0.5
-    qs = q[:, idx].float().transpose(1, 2)  # [B, H, nq, D]
-    kt = k.float().transpose(1, 2)
+    acc = torch.promote_types(q.dtype, torch.float32)
+    qs = q[:, idx].to(acc).transpose(1, 2)  # [B, H, nq, D]
+    kt = k.to(acc).transpose(1, 2)
     s = torch.matmul(qs, kt.transpose(-1, -2)) * scale  # [B, H, nq, N]
-    with torch.no_grad():
-        p_true = torch.softmax(s, dim=-1)
     nf = q.shape[1] // proc.frame_tokens
     soft, lin = _frame_masks(kind, idx // proc.frame_tokens, nf, proc.frame_tokens, proc.chunk_frames,
                              proc.overlap_frames, proc.causal)
     logits = torch.where(soft, s, torch.full_like(s, float("-inf")))
     if fq is not None and bool(lin.any()):
-        kern = torch.matmul(fq[:, idx].float().transpose(1, 2), fk.float().transpose(1, 2).transpose(-1, -2))
-        log_kern = torch.log(kern.clamp_min(1e-30))
-        logits = torch.where(lin, log_kern, logits)
-    log_pred = torch.log_softmax(logits, dim=-1).clamp_min(math.log(1e-12))
-    return -(p_true * log_pred).sum(-1).mean()
+        kern = torch.matmul(fq[:, idx].to(acc).transpose(1, 2), fk.to(acc).transpose(1, 2).transpose(-1, -2))
+        logits = torch.where(lin, torch.log(kern.clamp_min(1e-30)), logits)
+    return s, torch.log_softmax(logits, dim=-1)
+
+
+def attention_xent(q: Tensor, k: Tensor, fq: Tensor | None, fk: Tensor | None, kind: str, proc, idx: Tensor
+                   ) -> Tensor:
+    """Hedgehog / LoLCATs cross-entropy ``-sum_j a_true log clamp(a_pred, 1e-12)`` for query tokens ``idx``.
+
+    ``a_true = softmax(q k^T / sqrt(D))`` (no grad).  Costs [B, H, len(idx), N], never N x N.
+    """
+    s, log_pred = student_log_weights(q, k, fq, fk, kind, proc, idx)
+    p_true = torch.softmax(s.detach(), dim=-1)
+    return -(p_true * log_pred.clamp_min(math.log(1e-12))).sum(-1).mean()
 
 
 class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
@@ -131,9 +143,14 @@ class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
         if rotary_emb is not None:
             query = apply_wan_rotary_emb(query, *rotary_emb)
             key = apply_wan_rotary_emb(key, *rotary_emb)
+        if d.on_qkv is not None:
+            d.on_qkv(self._distill_block, query, key, value)
         teacher = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2),
                                                  value.transpose(1, 2)).transpose(1, 2)
-        if d.mode == "distill":
+        if d.mode == "init_scale":
+            with torch.no_grad():
+                self._init_scale_stats(d, query, key)
+        elif d.mode == "distill":
             with torch.enable_grad():
                 self._student_step(d, query.detach(), key.detach(), value.detach(), teacher.detach(), train=True)
         elif d.mode == "eval":
@@ -151,9 +168,36 @@ class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
         fq = fk = None
         if kind.needs_features:
             fq, fk = self.phi_q(q), self.phi_k(k)
+            gamma = getattr(self, "linear_log_scale", None)
+            if gamma is not None:
+                fk = fk * gamma.exp().to(fk.dtype).view(1, 1, -1, 1)
         y = kind(q, k, v, fq, fk, frame_tokens=self.frame_tokens, chunk_frames=self.chunk_frames,
                  overlap_frames=self.overlap_frames, causal=self.causal)
         return y, fq, fk
+
+    def _init_scale_stats(self, d: DistillSettings, q: Tensor, k: Tensor) -> None:
+        """Per head: mean over (sampled) queries of ``log sum_L exp(s) - log sum_L fq.fk`` — the log-scale at which
+        the linear branch carries the teacher's out-of-window mass (used to initialise ``linear_log_scale``)."""
+        n = q.shape[1]
+        idx = torch.randperm(n, generator=d.generator)[: min(n, max(d.xent_queries, 256))].to(q.device)
+        fq, fk = self.phi_q(q), self.phi_k(k)
+        s, _ = student_log_weights(q, k, fq, fk, "hybrid", self, idx)
+        nf = n // self.frame_tokens
+        _, lin = _frame_masks("hybrid", idx // self.frame_tokens, nf, self.frame_tokens, self.chunk_frames,
+                              self.overlap_frames, self.causal)
+        if not bool(lin.any()):
+            return
+        acc = s.dtype
+        kern = torch.matmul(fq[:, idx].to(acc).transpose(1, 2), fk.to(acc).transpose(1, 2).transpose(-1, -2))
+        neg = torch.full_like(s, float("-inf"))
+        lse_l = torch.logsumexp(torch.where(lin, s, neg), dim=-1)
+        log_nl = torch.logsumexp(torch.where(lin, torch.log(kern.clamp_min(1e-30)), neg), dim=-1)
+        gap = (lse_l - log_nl)  # [B, H, nq]; rows without a linear set are -inf - -inf = nan
+        ok = torch.isfinite(gap)
+        per_head = torch.where(ok, gap, torch.zeros_like(gap)).sum((0, 2)) / ok.sum((0, 2)).clamp_min(1)
+        d._acc(self._distill_block, n=1)
+        st = d.stats[self._distill_block]
+        st["gap"] = st.get("gap", 0) + per_head.double().cpu()
 
     def _student_step(self, d: DistillSettings, q: Tensor, k: Tensor, v: Tensor, y_t: Tensor, train: bool) -> None:
         y_s, fq, fk = self.student_output(d.student_kind, q, k, v)
@@ -185,6 +229,9 @@ def enable_distillation(transformer, settings: DistillSettings) -> dict[int, Dis
         p.__class__ = DistillWanAttnProcessor
         p._distill = settings
         p._distill_block = i
+        if settings.linear_scale and not hasattr(p, "linear_log_scale"):
+            dev = next(p.parameters()).device
+            p.register_parameter("linear_log_scale", torch.nn.Parameter(torch.zeros(p.num_heads, device=dev)))
     return procs
 
 

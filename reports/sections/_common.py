@@ -24,6 +24,19 @@ def warn(text: str) -> Text:
     return Text(text, "warn")
 
 
+def text_value(v) -> str:
+    """Display string of a stored value: '—' when missing, integers without '.0', else ``str``."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "—"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return str(v)
+
+
+def text(series: pd.Series) -> list:
+    return [text_value(v) for v in series]
+
+
 def no_suite_data(ctx, suite: str, what: str) -> List:
     """The standard 'no data' paragraph: says which runs were searched and what was looked for."""
     if not ctx.runs:

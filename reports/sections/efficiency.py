@@ -11,7 +11,7 @@ import pandas as pd
 from reports.blocks import Heading, Table, Text, figure_from_matplotlib
 from reports.fmt import is_missing, num, sci
 from reports.registry import section
-from reports.sections._common import SCORED, color_cycle, new_figure, no_suite_data, ordered, reason
+from reports.sections._common import SCORED, new_figure, no_suite_data, ordered, reason, text
 
 DIMS = ["flops_analytic", "flops_counted", "latency_ms", "peak_mem_bytes", "speedup_vs_softmax",
         "flops_ratio_vs_softmax"]
@@ -39,8 +39,13 @@ def _flatten(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _varying(g: pd.DataFrame) -> list:
-    return [c for c in CONFIG if g[c].astype(str).nunique() > 1]
+def _varying(g: pd.DataFrame) -> tuple:
+    """(settings that vary within one kind -> part of the point key and the series label,
+    settings constant per kind but different between kinds -> shown as columns only)."""
+    s = pd.DataFrame({c: text(g[c]) for c in CONFIG}, index=g.index)
+    within = [c for c in CONFIG if s.groupby(g["label"])[c].nunique().max() > 1]
+    per_kind = [c for c in CONFIG if c not in within and s[c].nunique() > 1]
+    return within, per_kind
 
 
 def _series_label(row, varying) -> str:
@@ -72,18 +77,27 @@ def _point_cell(r, dim) -> str:
     return s
 
 
-def _level_table(g: pd.DataFrame, varying: list):
+def _show(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+
+
+def _level_table(g: pd.DataFrame, varying: list, per_kind: list):
     keys = ["label"] + varying + ["frames", "latent_frames"]
     names = ["kind"] + varying + ["frames", "latent frames"]
     rows, data = [], []
-    g = g.assign(_x=pd.to_numeric(g["frames"], errors="coerce")).sort_values(["_x"], kind="stable")
-    g = g.assign(_k=pd.Categorical(g["label"], categories=list(dict.fromkeys(g["label"])), ordered=True))
-    g = g.sort_values(["_k", "_x"], kind="stable")
+    order = {lab: i for i, lab in enumerate(dict.fromkeys(g["label"]))}
+    sort_cols = {"_k": g["label"].map(order)}
+    for i, c in enumerate(varying):
+        as_num = pd.to_numeric(g[c], errors="coerce")
+        sort_cols[f"_v{i}"] = as_num if as_num.notna().all() else pd.Series(text(g[c]), index=g.index)
+    sort_cols["_x"] = pd.to_numeric(g["frames"], errors="coerce")
+    g = g.assign(**sort_cols).sort_values(list(sort_cols), kind="stable")
     for key, pg in g.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(names, ["—" if k is None or (isinstance(k, float) and np.isnan(k)) else str(k)
-                               for k in key]))
+        row = dict(zip(names, [_show(k) for k in key]))
         drow = dict(zip(names, key))
+        for c in per_kind:  # constant per kind: in the CSV; shown once per kind in the settings table
+            drow[c] = pg[c].iloc[0]
         by_dim = {d: r for d, r in zip(pg["dimension"], pg.to_dict("records"))}
         for d in ordered(list(DIMS) + list(pg["dimension"]), DIMS):
             if d not in DIMS and d not in by_dim:
@@ -98,9 +112,11 @@ def _level_table(g: pd.DataFrame, varying: list):
             notes.append("analytic only (not measured)")
         if pg["oom"].any():
             notes.append("out of memory")
+        why: dict = {}  # one note per distinct (status, message), listing its dimensions
         for r in pg.to_dict("records"):
             if r["status"] not in SCORED and not r["oom"] and r["message"]:
-                notes.append(f"{r['dimension']}: {reason(r['status'], r['message'])}")
+                why.setdefault(reason(r["status"], r["message"]), []).append(r["dimension"])
+        notes += [f"{', '.join(dims)}: {text}" for text, dims in why.items()]
         row["notes"] = "; ".join(dict.fromkeys(notes))
         drow["analytic_only"] = bool(pg["analytic_only"].any())
         drow["oom"] = bool(pg["oom"].any())
@@ -109,19 +125,30 @@ def _level_table(g: pd.DataFrame, varying: list):
     return pd.DataFrame(rows), pd.DataFrame(data)
 
 
-def _plot_level(g: pd.DataFrame, level: str, varying: list):
+def _series_style(n: int):
+    """Colours (tab10, or tab20 beyond 10 series) and line styles, so many series stay distinguishable."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    styles = ["-", "-.", ":"]
+    k = cmap.N
+    return [(cmap(i % k), styles[(i // k) % len(styles)]) for i in range(n)]
+
+
+def _plot_level(g: pd.DataFrame, title: str, series_keys: list):
     panels = [("flops_analytic", "FLOPs (analytic: line, counted: ×)", True),
               ("latency_ms", "latency (ms)", True),
               ("peak_mem_bytes", "peak memory (MiB)", True),
-              ("speedup_vs_softmax", "speedup vs softmax (measured: solid, analytic FLOPs ratio: dashed)", False)]
+              ("speedup_vs_softmax", "speedup vs softmax (measured: markers + line; analytic FLOPs ratio: dashed)",
+               False)]
     fig, axes = new_figure(11, 7.5, 2, 2)
-    colors = color_cycle()
     g = g.copy()
-    g["series"] = [_series_label(r, varying) for r in g.to_dict("records")]
+    g["series"] = [_series_label(r, series_keys) for r in g.to_dict("records")]
     series = list(dict.fromkeys(g["series"]))
-    for ax, (dim, title, logy) in zip(axes.flat, panels):
+    style = _series_style(len(series))
+    for ax, (dim, ptitle, logy) in zip(axes.flat, panels):
         for j, s in enumerate(series):
-            c = colors[j % len(colors)]
+            c, ls = style[j]
             sg = g[g["series"] == s]
 
             def pts(d):
@@ -133,7 +160,7 @@ def _plot_level(g: pd.DataFrame, level: str, varying: list):
             ok = p[p["status"].isin(SCORED) & np.isfinite(p["score"])]
             y = ok["score"] / 2**20 if dim == "peak_mem_bytes" else ok["score"]
             if len(ok):
-                ax.plot(ok["x"], y, "-", color=c, label=s)
+                ax.plot(ok["x"], y, ls, color=c, label=s)
                 meas = ~ok["analytic_only"].to_numpy()
                 ax.scatter(ok["x"][meas], y[meas], color=c, zorder=3, s=18)
                 ax.scatter(ok["x"][~meas], y[~meas], facecolors="none", edgecolors=c, zorder=3, s=30)
@@ -141,7 +168,7 @@ def _plot_level(g: pd.DataFrame, level: str, varying: list):
                     spread = pd.to_numeric(ok["latency_spread_ms"], errors="coerce")
                     if spread.notna().any():
                         ax.errorbar(ok["x"], y, yerr=spread.fillna(0), fmt="none", ecolor=c, alpha=0.6)
-            for x in p[p["oom"]]["x"]:
+            for x in p[p["oom"]]["x"].dropna().unique():
                 ax.plot([x], [0.96], marker="x", color=c, ms=9, mew=2, transform=ax.get_xaxis_transform())
                 ax.text(x, 0.90, "OOM", color=c, fontsize=7, ha="center", transform=ax.get_xaxis_transform())
             if dim == "flops_analytic":
@@ -154,32 +181,44 @@ def _plot_level(g: pd.DataFrame, level: str, varying: list):
                 ratio = ratio[ratio["status"].isin(SCORED) & np.isfinite(ratio["score"])]
                 if len(ratio):
                     ax.plot(ratio["x"], ratio["score"], "--", color=c, alpha=0.8)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(ptitle, fontsize=9)
         ax.set_xlabel("video frames (duration)")
         if not ax.lines and not ax.collections:
-            ax.text(0.5, 0.5, f"no stored {dim} values at this level", ha="center", va="center",
+            ax.text(0.5, 0.5, f"no stored {dim} values here", ha="center", va="center",
                     transform=ax.transAxes, color="#666", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
             continue
-        if logy and len(ax.lines):
-            ys = [yy for ln in ax.lines for yy in np.asarray(ln.get_ydata(), float) if np.isfinite(yy) and yy > 0]
-            if ys and max(ys) / max(min(ys), 1e-300) > 100:
-                ax.set_yscale("log")
+        ys = [yy for ln in ax.lines for yy in np.asarray(ln.get_ydata(), float) if np.isfinite(yy)]
+        if logy and ys and min(ys) > 0 and max(ys) / min(ys) > 100:  # log only when every value is positive
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
     if axes.flat[3].lines:
         axes.flat[3].axhline(1.0, color="grey", lw=0.8)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    for ax in axes.flat[1:]:
+    handles, labels = [], []
+    for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.04))
-    fig.suptitle(f"Efficiency, level = {level} (hollow markers: analytic only; × at top: OOM)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    fig.suptitle(f"{title} (hollow markers: analytic only; × at top: OOM)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    if handles:  # below the panels; savefig(bbox_inches="tight") keeps it in the image
+        fig.legend(handles, labels, loc="upper center", ncol=min(3, len(labels)), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
     return fig
+
+
+def _resolution_groups(g: pd.DataFrame, varying: list):
+    """Split a level by resolution when it varies within a kind (one set of plots per resolution)."""
+    res_keys = [c for c in ("height", "width") if c in varying]
+    if not res_keys:
+        return [("", g)]
+    out = []
+    for key, sub in g.groupby(res_keys, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        out.append(("x".join(_show(k) for k in key), sub))
+    return out
 
 
 @section("efficiency", "Efficiency", order=40)
@@ -188,19 +227,30 @@ def build(ctx):
     if df.empty:
         return no_suite_data(ctx, "efficiency", "efficiency results")
     df = _flatten(df)
-    blocks = [Text("Per attention kind and video length. FLOPs and bytes in scientific notation; latency as "
-                   "mean ± spread; 'OOM' = ran out of memory (status error, details.oom); points marked 'analytic "
-                   "only' were not measured. speedup_vs_softmax is measured, flops_ratio_vs_softmax is the analytic "
-                   "ratio, both as stored by the evaluation (no recomputation).")]
+    blocks = [Text("Per attention kind and video length. FLOPs and bytes in scientific notation; latency_ms as "
+                   "stored ± details.latency_spread_ms; 'OOM' = ran out of memory (status error, details.oom); "
+                   "points marked 'analytic only' were not measured. speedup_vs_softmax is measured, "
+                   "flops_ratio_vs_softmax is the analytic ratio, both as stored by the evaluation (no "
+                   "recomputation).")]
     for level in ordered(df["level"], LEVELS):
         g = df[df["level"] == level]
-        varying = _varying(g)
-        common = {c: g[c].iloc[0] for c in CONFIG if c not in varying and g[c].notna().any()}
+        varying, per_kind = _varying(g)
+        common = {c: g[c].iloc[0] for c in CONFIG if c not in varying + per_kind and g[c].notna().any()}
         blocks.append(Heading(f"Level: {level}"))
         if common:
             blocks.append(Text("Common settings: " + ", ".join(f"{k}={v}" for k, v in common.items())))
-        disp, data = _level_table(g, varying)
+        if per_kind:
+            kinds = g.drop_duplicates("label")
+            blocks.append(Table(f"efficiency_{level}_kind_settings", f"Settings per kind at level '{level}'",
+                                pd.DataFrame({"kind": kinds["label"].tolist(),
+                                              **{c: [_show(v) for v in kinds[c]] for c in per_kind}})))
+        disp, data = _level_table(g, varying, per_kind)
         blocks.append(Table(f"efficiency_{level}", f"Efficiency at level '{level}'", disp, data))
-        blocks.append(figure_from_matplotlib(_plot_level(g, level, varying), f"efficiency_{level}",
-                                             f"FLOPs, latency, memory and speedup vs duration, level '{level}'"))
+        series_keys = [c for c in varying if c not in ("height", "width")]
+        for res, sub in _resolution_groups(g, varying):
+            where = f", resolution ({' x '.join(c for c in ('height', 'width') if c in varying)}) {res}" if res else ""
+            name = f"efficiency_{level}" + (f"_{res}" if res else "")
+            blocks.append(figure_from_matplotlib(
+                _plot_level(sub, f"Efficiency, level = {level}{where}", series_keys), name,
+                f"FLOPs, latency, peak memory and speedup vs duration, level '{level}'{where}"))
     return blocks

@@ -9,9 +9,17 @@ import pandas as pd
 from reports.blocks import Heading, KeyValues, Table, Text, figure_from_matplotlib
 from reports.fmt import interval, is_missing, num, pct
 from reports.registry import section
-from reports.sections._common import color_cycle, flatten, new_figure, note, warn
+from reports.sections._common import color_cycle, flatten, new_figure, note, text, text_value, warn
 
 WIN, TIE, LOSS = "#2e7d32", "#9e9e9e", "#c62828"
+
+
+def _reasons(series) -> list:
+    return ["" if text_value(v) == "—" else text_value(v) for v in series]
+
+
+def _gold(ra) -> list:
+    return [f"{text_value(a)}/{text_value(b)}" for a, b in zip(ra["gold_passed"], ra["gold_total"])]
 
 
 def _count(k) -> str:
@@ -45,7 +53,7 @@ def _wtl_display(w: pd.DataFrame) -> pd.DataFrame:
         "A wins": [_share(*x) for x in zip(w["wins_a"], w["p_a"], w["ci_low_a"], w["ci_high_a"])],
         "ties": [_share(*x) for x in zip(w["ties"], w["p_tie"], w["ci_low_tie"], w["ci_high_tie"])],
         "B wins": [_share(*x) for x in zip(w["wins_b"], w["p_b"], w["ci_low_b"], w["ci_high_b"])],
-        "CI method": w["ci_method"].astype(str),
+        "CI method": text(w["ci_method"]),
         "sign test p (Holm)": [f"{num(p, 4)} ({num(h, 4)})" for p, h in zip(w["sign_test_p"], w["sign_test_p_holm"])],
         "net preference A [bootstrap CI]": [_net(*x) for x in zip(w["net_pref"], w["net_pref_boot_low"],
                                                                   w["net_pref_boot_high"])],
@@ -115,7 +123,7 @@ def _bt_plot(bt: pd.DataFrame):
     ax.set_yticks(np.arange(len(models)) + step * (len(crits) - 1) / 2)
     ax.set_yticklabels(models, fontsize=8)
     ax.invert_yaxis()
-    scales = ", ".join(dict.fromkeys(bt["scale"].astype(str)))
+    scales = ", ".join(dict.fromkeys(text(bt["scale"])))
     ax.set_xlabel(f"Bradley–Terry rating ({scales}) with 95% CI")
     ax.legend(fontsize=8, title="criterion")
     ax.grid(axis="x", alpha=0.3)
@@ -150,7 +158,7 @@ def _study_blocks(study, idx: int) -> list:
                              "rating": [num(x, 3) for x in bt["rating"]],
                              "95% CI": [interval(lo, hi, lambda x: num(x, 3)) for lo, hi in
                                         zip(bt["ci_low"], bt["ci_high"])],
-                             "scale": bt["scale"].astype(str)})
+                             "scale": text(bt["scale"])})
         blocks.append(Table(f"{slug}_bradley_terry", "Bradley–Terry ratings", disp, bt))
         blocks.append(figure_from_matplotlib(_bt_plot(bt), f"{slug}_bradley_terry", "Bradley–Terry ratings"))
     else:
@@ -159,33 +167,32 @@ def _study_blocks(study, idx: int) -> list:
     if ag is not None and len(ag):
         disp = pd.DataFrame({"criterion": ag["criterion"], "statistic": ag["statistic"],
                              "value": [num(x, 3) for x in ag["value"]],
-                             "items": ag["n_items"].astype(str), "raters": ag["n_raters"].astype(str)})
+                             "items": text(ag["n_items"]), "raters": text(ag["n_raters"])})
         blocks.append(Table(f"{slug}_agreement", "Inter-rater agreement", disp, ag))
     else:
         blocks.append(note("No agreement table (agreement.csv missing or empty)."))
     pb = t.get("position_bias")
     if pb is not None and len(pb):
-        disp = pd.DataFrame({"criterion": pb["criterion"], "n": pb["n"].astype(str),
-                             "left chosen": pb["left_chosen"].astype(str),
-                             "right chosen": pb["right_chosen"].astype(str),
+        disp = pd.DataFrame({"criterion": pb["criterion"], "n": text(pb["n"]),
+                             "left chosen": text(pb["left_chosen"]),
+                             "right chosen": text(pb["right_chosen"]),
                              "p value": [num(x, 4) for x in pb["p_value"]]})
         blocks.append(Table(f"{slug}_position_bias", "Position (left/right) bias", disp, pb))
     else:
         blocks.append(note("No position-bias table (position_bias.csv missing or empty)."))
     ra = t.get("raters")
     if ra is not None and len(ra):
-        excl = ra[ra["excluded"].astype(str).str.lower().isin(["true", "1", "yes"])]
+        excl = ra[ra["excluded"].map(lambda v: text_value(v).strip().lower()).isin(["true", "1", "yes"])]
         blocks.append(Text(f"{len(excl)} of {len(ra)} rater(s) excluded."))
         if len(excl):
             blocks.append(Table(f"{slug}_excluded_raters", "Excluded raters and why",
-                                pd.DataFrame({"rater": excl["rater"].astype(str),
-                                              "votes": excl["n_votes"].astype(str),
-                                              "gold passed": [f"{a}/{b}" for a, b in
-                                                              zip(excl["gold_passed"], excl["gold_total"])],
-                                              "reason": excl["reason"].fillna("").astype(str)}), excl))
-        disp = pd.DataFrame({"rater": ra["rater"].astype(str), "votes": ra["n_votes"].astype(str),
-                             "gold passed": [f"{a}/{b}" for a, b in zip(ra["gold_passed"], ra["gold_total"])],
-                             "excluded": ra["excluded"].astype(str), "reason": ra["reason"].fillna("").astype(str)})
+                                pd.DataFrame({"rater": text(excl["rater"]),
+                                              "votes": text(excl["n_votes"]),
+                                              "gold passed": _gold(excl),
+                                              "reason": _reasons(excl["reason"])}), excl))
+        disp = pd.DataFrame({"rater": text(ra["rater"]), "votes": text(ra["n_votes"]),
+                             "gold passed": _gold(ra),
+                             "excluded": text(ra["excluded"]), "reason": _reasons(ra["reason"])})
         blocks.append(Table(f"{slug}_raters", "All raters", disp, ra))
     else:
         blocks.append(note("No rater table (raters.csv missing or empty)."))

@@ -7,7 +7,8 @@ import pandas as pd
 
 from reports.aggregate import aggregate
 from reports.blocks import Table, Text, figure_from_matplotlib
-from reports.constants import VBENCH2_CATEGORIES, VBENCH2_DIMENSIONS, VBENCH_DIMENSIONS, VBENCH_QUALITY
+from reports.constants import (VBENCH2_CATEGORIES, VBENCH2_DIMENSIONS, VBENCH_DIMENSIONS, VBENCH_QUALITY,
+                               VBENCH_SEMANTIC)
 from reports.fmt import num
 from reports.registry import section
 from reports.sections import _dimensions as dimx
@@ -17,9 +18,14 @@ V1_GROUP = {d: ("Quality" if d in VBENCH_QUALITY else "Semantic") for d in VBENC
 V2_GROUP = {d: cat for cat, dims in VBENCH2_CATEGORIES.items() for d in dims}
 
 
-def _aggregate_blocks(suite, st, official, columns, prefix):
-    """Table of the official aggregates, or a note saying why there is none."""
-    agg = aggregate(suite, dimx.real_scores(st, official))
+def _aggregate_blocks(suite, st, official, parts, prefix):
+    """Table of the official aggregates, or a note saying why there is none.
+
+    ``parts``: aggregate name -> its constituent dimensions. A value is shown only when every constituent has an
+    ``ok`` score in the store, whatever ``evaluation.aggregate`` returned."""
+    columns = list(parts)
+    real = dimx.real_scores(st, official)
+    agg = aggregate(suite, real)
     if not agg.available:
         return [note(f"{' / '.join(columns)}: aggregate unavailable — {agg.reason}. Only per-dimension scores are "
                      f"shown; no aggregate is computed here and no missing score is filled in.")]
@@ -30,9 +36,10 @@ def _aggregate_blocks(suite, st, official, columns, prefix):
         row, drow = {"model": lab}, {"model": lab}
         for col in columns:
             val = scores.get(col, scores.get(col.lower()))
-            if val is not None and lab not in complete and col.lower() == "total":
-                blocks.append(warn(f"{lab}: evaluation.aggregate returned a {col} although not every official "
-                                   f"dimension is ok in the store; it is not shown."))
+            not_ok = [d for d in parts[col] if real.get(lab, {}).get(d) is None]
+            if val is not None and not_ok:
+                blocks.append(warn(f"{lab}: evaluation.aggregate returned a {col}, but the store has no ok score "
+                                   f"for {', '.join(not_ok)}; it is not shown."))
                 val = None
             miss = missing.get(col, missing.get(col.lower(), []))
             row[col] = num(val) if val is not None else "incomplete"
@@ -48,7 +55,7 @@ def _aggregate_blocks(suite, st, official, columns, prefix):
     return blocks + [Table(f"{prefix}_aggregates", caption, pd.DataFrame(rows), pd.DataFrame(data))]
 
 
-def _suite_blocks(ctx, suite, name, official, group_of, agg_columns, group_word):
+def _suite_blocks(ctx, suite, name, official, group_of, agg_parts, group_word):
     df = ctx.suite(suite)
     if df.empty:
         return no_suite_data(ctx, suite, f"{name} results")
@@ -60,7 +67,7 @@ def _suite_blocks(ctx, suite, name, official, group_of, agg_columns, group_word)
                         dimx.score_matrix(st, group_of), st))
     blocks.append(Table(f"{suite}_completeness", f"{name}: completeness of the official dimensions per model",
                         dimx.completeness(st, official)))
-    blocks += _aggregate_blocks(suite, st, official, agg_columns, suite)
+    blocks += _aggregate_blocks(suite, st, official, agg_parts, suite)
     probs = dimx.problems_table(st)
     if len(probs):
         blocks.append(Table(f"{suite}_not_ok", f"{name}: dimensions without an ok score, with the reason", probs))
@@ -73,11 +80,11 @@ def _suite_blocks(ctx, suite, name, official, group_of, agg_columns, group_word)
 
 @section("vbench", "VBench", order=10)
 def build_vbench(ctx):
-    return _suite_blocks(ctx, "vbench", "VBench", VBENCH_DIMENSIONS, V1_GROUP, ["Quality", "Semantic", "Total"],
-                         "Quality / Semantic")
+    parts = {"Quality": VBENCH_QUALITY, "Semantic": VBENCH_SEMANTIC, "Total": VBENCH_DIMENSIONS}
+    return _suite_blocks(ctx, "vbench", "VBench", VBENCH_DIMENSIONS, V1_GROUP, parts, "Quality / Semantic")
 
 
 @section("vbench2", "VBench-2.0", order=20)
 def build_vbench2(ctx):
-    return _suite_blocks(ctx, "vbench2", "VBench-2.0", VBENCH2_DIMENSIONS, V2_GROUP,
-                         list(VBENCH2_CATEGORIES) + ["Total"], "category")
+    parts = {**VBENCH2_CATEGORIES, "Total": VBENCH2_DIMENSIONS}
+    return _suite_blocks(ctx, "vbench2", "VBench-2.0", VBENCH2_DIMENSIONS, V2_GROUP, parts, "category")

@@ -117,3 +117,27 @@ def test_list_shows_presence(capsys, cache_roots):
 def test_unknown_dimension_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         main(["--suite", "vbench", "--videos", str(tmp_path), "--dimensions", "nope", "--out", str(tmp_path / "r")])
+
+
+def test_upstream_package_not_installed_is_an_error_per_dimension(tmp_path, monkeypatch):
+    import evaluation.prompts as P
+
+    def absent(package):
+        raise ModuleNotFoundError(f"package {package!r} is not installed; pip install --no-deps vbench==0.1.5")
+
+    monkeypatch.setattr(P, "package_dir", absent)
+    write_clip(tmp_path / "v" / "x-0.mp4", TinyGenerator(), "x", 0)
+    rc = main(["--suite", "vbench", "--videos", str(tmp_path / "v"), "--dimensions", "temporal_flickering",
+               "--out", str(tmp_path / "r"), "--quiet"])
+    assert rc == 1
+    rec = load_records(tmp_path / "r").iloc[0]
+    assert rec.status == "error" and "not installed" in rec.message and rec.score != rec.score
+
+
+def test_usage_errors_exit_2(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["--suite", "vbench", "--out", str(tmp_path / "r"), "--quiet"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["--suite", "fidelity", "--model", "x:y", "--out", str(tmp_path / "r"), "--quiet"])
+    assert e.value.code == 2

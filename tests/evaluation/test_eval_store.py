@@ -63,3 +63,17 @@ def test_infinite_scores_round_trip(tmp_path):
            details={"per_frame": [float("inf")]})
     df = load_records(tmp_path / "r")
     assert df.iloc[0]["score"] == float("inf") and df.iloc[0]["details"]["per_frame"] == [float("inf")]
+
+
+def test_efficiency_sweep_points_are_distinct_keys(tmp_path):
+    st = ResultsStore(tmp_path / "r")
+    for frames in (17, 81):
+        st.add(suite="efficiency", model="softmax", video=None, dimension="latency_ms", score=float(frames),
+               status="ok", details={"level": "op", "frames": frames, "height": 480, "width": 832})
+    st.add(suite="efficiency", model="softmax", video=None, dimension="latency_ms", score=99.0, status="ok",
+           details={"level": "op", "frames": 81, "height": 480, "width": 832})  # re-measured point: supersedes
+    df = load_records(tmp_path / "r")
+    assert sorted(df.score) == [17.0, 99.0]
+    assert st.is_done("efficiency", "softmax", None, "latency_ms", {"level": "op", "frames": 17, "height": 480,
+                                                                   "width": 832})
+    assert not st.is_done("efficiency", "softmax", None, "latency_ms", {"level": "op", "frames": 321})

@@ -128,3 +128,23 @@ def test_results_file_ingestion(tmp_path):
 
 def pd_isnan(x):
     return x != x
+
+
+def test_submodules_are_built_from_local_paths_for_every_dimension(cache_roots):
+    from evaluation.registry import discover
+    from evaluation.weights import preflight
+
+    for suite in ("vbench", "vbench2"):
+        s = discover()[suite]
+        for dim in s.dimensions.values():
+            sub = s.submodules(dim, preflight(dim, verify_hashes=False))
+            blob = json.dumps(sub)
+            assert "http" not in blob, (suite, dim.name)
+            for art in dim.artifacts:
+                if art.root in ("VBENCH_CACHE_DIR", "VBENCH2_CACHE_DIR") and art.kind == "file":
+                    if art.path == "ViCLIP/bpe_simple_vocab_16e6.txt.gz":
+                        continue  # upstream reads it from $VBENCH_CACHE_DIR itself
+                    full = cache_roots[art.root] / art.path
+                    assert f'"{full}"' in blob or f'"{full.parent}"' in blob, (suite, dim.name, art.path)
+    cam = discover()["vbench2"].submodules(discover()["vbench2"].dimensions["Camera_Motion"], None)
+    assert cam["repo"].endswith(":main")  # no github probe by torch.hub

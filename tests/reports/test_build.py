@@ -119,8 +119,10 @@ def test_total_for_incomplete_model_is_never_shown(stores, tmp_path, monkeypatch
     md = (tmp_path / "report.md").read_text()
     rows = {r["model"]: r for r in md_rows_as_dicts(md, "Official aggregates (Quality")}
     assert rows[fs.V1_COMPLETE_MODEL]["Total"] == "0.5000"
-    assert rows[fs.V1_PARTIAL_MODEL]["Total"] == "incomplete"
-    assert f"{fs.V1_PARTIAL_MODEL}: evaluation.aggregate returned a Total" in md
+    part = rows[fs.V1_PARTIAL_MODEL]
+    assert part["Total"] == part["Quality"] == part["Semantic"] == "incomplete"
+    assert f"{fs.V1_PARTIAL_MODEL}: evaluation.aggregate returned a Total, but the store" in md
+    assert "returned a Quality, but the store has no ok score for temporal_flickering, motion_smoothness;" in md
 
 
 def test_failing_section_is_reported_and_exit_code_is_1(stores, tmp_path, monkeypatch):
@@ -191,3 +193,29 @@ def test_human_study_with_empty_comparison_and_nan_intervals(stores, tmp_path):
     assert rows[-1]["net preference A [bootstrap CI]"] == "—"
     bt = md_rows_as_dicts((tmp_path / "out" / "report.md").read_text(), "Bradley–Terry ratings")
     assert bt[1]["95% CI"] == "—"
+
+
+def test_efficiency_points_at_two_resolutions_get_a_figure_each(tmp_path):
+    recs = []
+    for (h, w) in ((240, 416), (480, 832)):
+        for kind, lat in (("softmax", 10.0), ("hybrid_tc3_to1", 4.0)):
+            for frames in (17, 33):
+                details = fs._eff_details("op", frames, height=h, width=w,
+                                          chunk_frames=None if kind == "softmax" else 3,
+                                          backend="sdpa" if kind == "softmax" else "rehyat")
+                recs.append(fs.rec("r", "efficiency", kind, None, "latency_ms", lat * frames * h / 240,
+                                   details=details))
+    fs.write_run(tmp_path / "r", "r", recs)
+    res = build_report([tmp_path / "r"], tmp_path / "out", only=["efficiency"])
+    assert sorted(p.name for p in res["figures"]) == ["efficiency_op_240x416.png", "efficiency_op_480x832.png"]
+    rows = md_rows_as_dicts((tmp_path / "out" / "report.md").read_text(), "Efficiency at level 'op'")
+    assert len(rows) == 8
+    # chunk_frames / backend differ only between kinds: shown as columns, not used to split points
+    assert [(r["kind"], r["height"], r["width"], r["frames"]) for r in rows[:4]] == [
+        ("softmax", "240", "416", "17"), ("softmax", "240", "416", "33"),
+        ("softmax", "480", "832", "17"), ("softmax", "480", "832", "33")]
+    assert "chunk_frames" not in rows[0] and "backend" not in rows[0]
+    kinds = md_rows_as_dicts((tmp_path / "out" / "report.md").read_text(), "Settings per kind at level 'op'")
+    assert [(r["kind"], r["chunk_frames"], r["backend"]) for r in kinds] == [("softmax", "—", "sdpa"),
+                                                                            ("hybrid_tc3_to1", "3", "rehyat")]
+    assert rows[5]["latency_ms"] == f"{4.0 * 33:.3f}"

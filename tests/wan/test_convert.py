@@ -175,3 +175,19 @@ def test_processor_refuses_cross_attention_and_missing_geometry():
     m.blocks[0].attn1.set_processor(ReHyAtWanAttnProcessor(2, 12, feature_map_kwargs=SMALL_PHI))
     with pytest.raises(RuntimeError, match="geometry"), torch.no_grad():
         m(**make_inputs())  # installed by hand, without convert_wan_to_rehyat's pre-hook
+
+
+def test_revert_to_softmax_restores_the_original():
+    ref = make_transformer()
+    m = copy.deepcopy(ref)
+    convert_wan_to_rehyat(m, "all", chunk_frames=1, causal=True, feature_map_kwargs=SMALL_PHI)
+    set_rehyat_mode(m, "recurrent")
+    from rehyat.wan import is_rehyat, revert_to_softmax
+
+    revert_to_softmax(m)
+    assert not is_rehyat(m) and set(m.state_dict()) == set(ref.state_dict())
+    inputs = make_inputs(frames=3)
+    with torch.no_grad():
+        assert torch.equal(m(**inputs).sample, ref(**inputs).sample)
+    convert_wan_to_rehyat(m, [1], feature_map_kwargs=SMALL_PHI)  # convertible again
+    assert list(rehyat_processors(m)) == [1]

@@ -114,3 +114,12 @@ def test_cli_tiny_end_to_end(tiny_root, tmp_path):
         assert meta["seed"] == 5 + i and meta["settings"]["mode"] == "recurrent"
     r2 = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0 and "2 already done" in r2.stdout, r2.stdout + r2.stderr[-2000:]
+
+
+def test_shard_from_torchrun_env(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert G.dist_rank_world() == (1, 3)
+    assert G.dist_rank_world(0, 1) == (0, 1)
+    with pytest.raises(ValueError):
+        G.dist_rank_world(3, 3)

@@ -1,0 +1,189 @@
+import json
+
+import pytest
+import torch
+
+from rehyat.attention import get_attention_kind
+from rehyat.distill.common import METRICS_NAME, SimulatedKill
+from rehyat.distill.stage1 import Stage1Config, Stage1Inputs, build_stage1_model, evaluate_stage1, train_stage1
+from rehyat.distill.common import DistInfo
+from rehyat.distill.teacher_forcing import disable_distillation, student_log_weights
+from rehyat.wan.checkpoint import load_base_transformer, load_rehyat
+from rehyat.wan.convert import feature_map_state_dict
+
+
+@pytest.fixture
+def make_cfg(tiny_s1):
+    def make(tmp_path, **kw):
+        return Stage1Config(**(tiny_s1 | {"out": str(tmp_path / "s1")} | kw))
+
+    return make
+
+
+def _inputs(cfg, model, settings, step=0):
+    inp = Stage1Inputs(cfg, DistInfo(), model.config.in_channels, model.config.text_dim, torch.device("cpu"))
+    return inp, inp.batch(step, model, settings)
+
+
+def test_teacher_forcing_passes_teacher_activations_downstream(tmp_path, tiny_dir, make_cfg):
+    cfg = make_cfg(tmp_path)
+    model, procs, settings, _ = build_stage1_model(cfg, torch.device("cpu"))
+    teacher = load_base_transformer(tiny_dir).eval()
+    _, (hs, t, emb, _) = _inputs(cfg, model, settings)
+    kw = dict(hidden_states=hs, timestep=t, encoder_hidden_states=emb, return_dict=False)
+    with torch.no_grad():
+        ref = teacher(**kw)[0]
+        settings.mode = "distill"
+        got = model(**kw)[0]
+        settings.mode = "student"
+        student = model(**kw)[0]
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)  # downstream blocks see the teacher
+    assert (student - ref).abs().max() > 1e-3  # and the student really is a different model
+    assert sorted(settings.stats) == [0, 1] and all(s["loss"] > 0 for s in settings.stats.values())
+
+
+def test_each_block_loss_depends_only_on_its_own_phi(tmp_path, make_cfg):
+    cfg = make_cfg(tmp_path)
+    model, procs, settings, _ = build_stage1_model(cfg, torch.device("cpu"))
+    _, (hs, t, emb, _) = _inputs(cfg, model, settings)
+
+    def run():
+        settings.reset()
+        settings.mode = "distill"
+        for p in model.parameters():
+            p.grad = None
+        with torch.no_grad():
+            model(hidden_states=hs, timestep=t, encoder_hidden_states=emb, return_dict=False)
+        return {i: s["loss"] for i, s in settings.stats.items()}, {i: [p.grad for p in procs[i].parameters()]
+                                                                  for i in procs}
+
+    base, grads = run()
+    assert all(g is not None and g.abs().sum() > 0 for gs in grads.values() for g in gs)
+    assert all(p.grad is None for n, p in model.named_parameters() if ".attn1.processor." not in n)
+    with torch.no_grad():
+        for p in procs[0].parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    moved, _ = run()
+    assert moved[0] != base[0]
+    assert moved[1] == base[1]  # bitwise: block 1 never sees block 0's student
+
+
+def test_student_weights_match_the_op():
+    """The attention weights the xent term uses are exactly the ones each kind applies to v."""
+
+    class P:  # geometry holder like a processor
+        frame_tokens, chunk_frames, overlap_frames = 3, 2, 1
+
+    torch.manual_seed(0)
+    b, n, h, d = 1, 21, 2, 8  # 7 frames: chunks 2, 2, 2, 1
+    q, k, v = (torch.randn(b, n, h, d, dtype=torch.float64) for _ in range(3))
+    fq, fk = torch.rand(b, n, h, 5, dtype=torch.float64), torch.rand(b, n, h, 5, dtype=torch.float64)
+    idx = torch.arange(n)
+    for kind in ("hybrid", "linear", "chunk_local"):
+        for causal in (False, True):
+            P.causal = causal
+            _, logw = student_log_weights(q, k, fq, fk, kind, P, idx)
+            y = torch.matmul(logw.exp().to(v.dtype), v.transpose(1, 2)).transpose(1, 2)
+            ref = get_attention_kind(kind)(q, k, v, fq, fk, frame_tokens=3, chunk_frames=2, overlap_frames=1,
+                                           causal=causal)
+            torch.testing.assert_close(y, ref, atol=1e-9, rtol=1e-9, msg=f"{kind} causal={causal}")
+
+
+def test_stage1_lowers_loss_and_changes_only_phi(tmp_path, make_cfg):
+    cfg = make_cfg(tmp_path, steps=30, lr=1e-2, eval_every=30, eval_samples=1, checkpoint_every=100, xent_weight=0.1,
+               xent_queries=16)
+    before = {}
+    summary = train_stage1(cfg, model_hook=lambda m: before.update({k: v.clone() for k, v in m.state_dict().items()}))
+    model = summary["model"]
+    after = model.state_dict()
+    assert set(after) == set(before)
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    phi = {k for k in after if ".attn1.processor." in k}
+    assert changed <= phi, f"non-φ parameters changed: {sorted(changed - phi)[:5]}"
+    assert len(changed) == len(phi)  # every φ tensor trained
+    recs = [json.loads(ln) for ln in (tmp_path / "s1" / METRICS_NAME).read_text().splitlines()]
+    ev = {(r["step"], r["block"]): r["rel_l2"] for r in recs if r["kind"] == "eval"}
+    for blk in (0, 1):
+        assert ev[(30, blk)] < 0.9 * ev[(0, blk)], ev
+    train = [r for r in recs if r["kind"] == "train" and r["block"] is not None]
+    assert {r["step"] for r in train} == set(range(1, 31)) and {r["block"] for r in train} == {0, 1}
+    assert all({"loss", "lr", "time", "rel_l2", "grad_norm"} <= set(r) for r in train)
+    # the export is a ReHyAt checkpoint the Wan code loads, with exactly the trained φ
+    loaded = load_rehyat(tmp_path / "s1" / "rehyat")
+    for k, v in feature_map_state_dict(loaded).items():
+        assert torch.equal(v, after[k])
+
+
+def test_stage1_resume_after_kill_equals_uninterrupted(tmp_path, make_cfg):
+    kw = dict(steps=7, lr=1e-2, checkpoint_every=3, guidance_scale=2.0, xent_weight=0.1, xent_queries=8)
+    full = train_stage1(make_cfg(tmp_path / "a", **kw))["model"]
+    cfg_b = make_cfg(tmp_path / "b", **kw)
+    with pytest.raises(SimulatedKill):
+        train_stage1(cfg_b, fail_at_step=4)  # dies in step 5 (1-based) after the checkpoint at step 3
+    res = train_stage1(cfg_b)  # resumes at 3: replays trajectory position 3 of group 0, then continues
+    assert res["resumed_from"] == 3
+    a, b = feature_map_state_dict(full), feature_map_state_dict(res["model"])
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # bitwise
+    la = [json.loads(x)["loss"] for x in (tmp_path / "a" / "s1" / METRICS_NAME).read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in (tmp_path / "b" / "s1" / METRICS_NAME).read_text().splitlines()]
+    assert la == lb
+
+
+def test_stage1_baseline_kinds(tmp_path, make_cfg):
+    lin = train_stage1(make_cfg(tmp_path / "lin", steps=2, student_kind="linear"))
+    assert lin["finished"] and lin["last_loss"] > 0
+    with pytest.raises(ValueError, match="nothing to train"):
+        train_stage1(make_cfg(tmp_path / "cl", steps=2, student_kind="chunk_local"))
+    # chunk_local is evaluated, not trained
+    cfg = make_cfg(tmp_path / "cl2", student_kind="chunk_local", eval_samples=1)
+    model, procs, settings, _ = build_stage1_model(cfg, torch.device("cpu"))
+    inp = Stage1Inputs(cfg, DistInfo(), 16, 32, torch.device("cpu"))
+    err = evaluate_stage1(model, procs, settings, inp)
+    assert set(err) == {0, 1} and all(0 < e < 2 for e in err.values())
+
+
+def test_cli_missing_teacher_is_a_clear_error(tmp_path, capsys):
+    from rehyat.distill.__main__ import main
+
+    rc = main(["stage1", "--teacher", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "Base Wan checkpoint not found" in err and "Wan2.1-T2V-1.3B-Diffusers" in err
+
+
+def test_cli_config_file_and_flags(tmp_path):
+    from rehyat.distill.__main__ import main
+
+    conf = tmp_path / "s1.yaml"
+    conf.write_text("teacher: tiny\nsteps: 2\nlatent_frames: 3\nlatent_height: 8\nlatent_width: 8\n"
+                    "num_inference_steps: 2\nguidance_scale: 1.0\nmax_sequence_length: 16\n"
+                    "feature_map_kwargs: {hidden_dim: 8, feature_dim: 8}\nprogress: false\n")
+    out = tmp_path / "run"
+    assert main(["stage1", "--config", str(conf), "--out", str(out), "--chunk-frames", "1", "--blocks", "1,"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["chunk_frames"] == 1 and cfg["blocks"] == [1] and cfg["config"]["steps"] == 2
+    meta = json.loads((out / "rehyat" / "rehyat_config.json").read_text())
+    assert meta["rehyat"]["blocks"] == [1] and meta["rehyat"]["chunk_frames"] == 1
+    with pytest.raises(ValueError, match="unknown"):
+        conf.write_text("stepz: 3\n")
+        main(["stage1", "--config", str(conf)])
+
+
+def test_experimental_linear_scale_is_data_initialised_and_trained(tmp_path, make_cfg):
+    init = {}
+
+    def hook(model):  # runs before the init; record that the scale exists and starts at 0
+        from rehyat.wan.convert import rehyat_processors
+
+        init.update({i: p.linear_log_scale.detach().clone() for i, p in rehyat_processors(model).items()})
+
+    res = train_stage1(make_cfg(tmp_path, steps=3, lr=1e-2, learn_linear_scale=True), model_hook=hook)
+    from rehyat.wan.convert import rehyat_processors
+
+    procs = rehyat_processors(res["model"])
+    assert all(torch.equal(v, torch.zeros_like(v)) for v in init.values())
+    for i, p in procs.items():
+        g = p.linear_log_scale.detach()
+        assert torch.isfinite(g).all() and g.abs().min() > 0.1  # moved by the data-driven init (then trained)
+    assert "not exported" in res["export_note"] and not (tmp_path / "s1" / "rehyat").exists()
