@@ -93,12 +93,21 @@ class EfficiencySuite(Suite):
         if device.startswith("cuda") and not torch.cuda.is_available():
             msg = f"preset {preset.name!r} needs a CUDA device and none is available (nothing measured or stored)"
             return [DimensionOutcome(SUITE, "*", d, "skipped", message=msg) for d in dimensions]
+        old_threads = torch.get_num_threads()
         if preset.threads:
             torch.set_num_threads(preset.threads)
+        try:
+            return self._run(ctx, dimensions, preset, device)
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _run(self, ctx, dimensions, preset, device) -> list[DimensionOutcome]:
+        import torch
+
         meter = MemoryMeter(device)
         machine = machine_description(device)
         prov = ctx.provenance(machine=machine, preset=preset.name, preset_config=asdict(preset),
-                              memory_method=meter.method if meter.available else meter.reason,
+                              memory_method=meter.method,
                               command=" ".join(shlex.quote(x) for x in sys.argv))
 
         def emit(**kw):

@@ -80,11 +80,19 @@ def _kinds_for(level: LevelSweep) -> list[KindConfig]:
 
 
 def run_preset(preset: Preset, emit: Callable[..., None], *, device: str, log: Callable[[str], None] = print,
-               dimensions=DIMENSIONS, progress=None) -> SweepOutcome:
+               dimensions=DIMENSIONS) -> SweepOutcome:
     """Sweep ``preset`` on ``device``; ``emit(model=, dimension=, score=, status=, message=, details=)`` stores a
     record.  Returns counts for the summary."""
+    old_threads = torch.get_num_threads()
     if preset.threads:
         torch.set_num_threads(preset.threads)
+    try:
+        return _run_preset(preset, emit, device, log, dimensions)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run_preset(preset, emit, device, log, dimensions) -> SweepOutcome:
     dtype = DTYPES[preset.dtype]
     outcome = SweepOutcome(load_start=load_average())
     meter = MemoryMeter(device)
@@ -94,7 +102,7 @@ def run_preset(preset: Preset, emit: Callable[..., None], *, device: str, log: C
     threads = torch.get_num_threads()
     log(f"efficiency: preset {preset.name}, device {device}, {preset.dtype}, {threads} threads, matmul "
         f"{prior / 1e9:.1f} GFLOP/s, load {outcome.load_start}, memory method: "
-        f"{meter.method if meter.available else meter.reason}")
+        f"{meter.method}")
     dims = set(dimensions)
 
     def write(kc: KindConfig, dim: str, score, status: str, message, details: dict) -> None:
@@ -256,7 +264,7 @@ def _run_point(preset, level, wl, kinds, video, res, backends, meter, pred, star
         if run.peak_bytes is not None:
             write(kc, "peak_mem_bytes", float(run.peak_bytes), "ok", None, mem_details)
         else:
-            write(kc, "peak_mem_bytes", None, "skipped", f"no peak-memory method here: {meter.reason}", mem_details)
+            write(kc, "peak_mem_bytes", None, "skipped", "no peak-memory reading for this call", mem_details)
         # latency
         if tm is None or tm.error is not None or not tm.samples:
             outcome.errors += 1

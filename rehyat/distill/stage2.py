@@ -150,7 +150,7 @@ class Stage2Sampler:
 
 
 def _forward(model, x, t, emb, device, mp):
-    dt = torch.float32
+    dt = next(model.parameters()).dtype
     with maybe_autocast(device, mp):
         return model(hidden_states=x.to(device, dt), timestep=t.to(device), encoder_hidden_states=emb.to(device, dt),
                      return_dict=False)[0]
