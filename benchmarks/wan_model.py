@@ -53,6 +53,7 @@ WAN_1P3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim
                 text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
                 qk_norm="rms_norm_across_heads", eps=1e-6)
 DIM, HEADS, HEAD_DIM, TEXT_TOKENS = 1536, 12, 128, 512
+MODEL_VARIANTS = ("softmax", "hybrid_partial", "hybrid_causal", "hybrid_recurrent")
 
 
 def latent_frames(frames: int) -> int:
@@ -156,7 +157,7 @@ def bench_block(args, device, dtype, records):
     print("\n### Per block (1.3B width)\n")
     keys = [k for k in rows[0][5] if k not in ("output", "min_ms")]
     print("| variant | frames | latent T | tokens | median ms | min ms | " + " | ".join(f"peak {k} MiB" for k in keys) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(keys))
+    print("|---|---|---|---|---|---|" + "---|" * len(keys))
     for name, frames, t_lat, n, ms, pk in rows:
         print(f"| {name} | {frames} | {t_lat} | {n} | {ms:,.1f} | {pk['min_ms']:,.1f} | " + " | ".join(mib(pk[k]) for k in keys) + " |")
     del block
@@ -189,6 +190,10 @@ def bench_model(args, device, dtype, records):
     rows = []
 
     def run_variant(name, frames_list, converted):
+        kind = name.split("_")[0] if converted == 0 else ("hybrid_partial" if converted < args.layers else
+                                                            "hybrid_recurrent" if "recurrent" in name else "hybrid_causal")
+        if kind not in args.model_variants:
+            return
         for frames in frames_list:
             inputs = model_inputs(args, frames, device, dtype)
 
@@ -220,10 +225,12 @@ def bench_model(args, device, dtype, records):
     run_variant(f"hybrid_causal_{args.layers}x_tc{tc}_to{to}", args.model_frames, args.layers)
     set_rehyat_mode(m, "recurrent")
     run_variant(f"hybrid_recurrent_{args.layers}x_tc{tc}_to{to}", args.model_frames, args.layers)
+    if not rows:
+        return
     print(f"\n### Whole model ({args.layers} blocks, 1.3B width)\n")
     keys = [k for k in rows[0][3] if k not in ("output", "min_ms")]
     print("| variant | frames | median ms | min ms | " + " | ".join(f"peak {k} MiB" for k in keys) + " |")
-    print("|---|---|---|" + "---|" * len(keys))
+    print("|---|---|---|---|" + "---|" * len(keys))
     for name, frames, ms, pk in rows:
         print(f"| {name} | {frames} | {ms:,.1f} | {pk['min_ms']:,.1f} | " + " | ".join(mib(pk[k]) for k in keys) + " |")
     del m
@@ -304,6 +311,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per variant (block part: first size only)")
     ap.add_argument("--model-repeats", type=int, default=None, help="default: --repeats")
     ap.add_argument("--model-warmup", type=int, default=None, help="default: --warmup")
+    ap.add_argument("--model-variants", nargs="+", default=list(MODEL_VARIANTS), choices=list(MODEL_VARIANTS))
     ap.add_argument("--no-model-tracker", dest="model_tracker", action="store_false",
                     help="CPU: skip the (extra, untimed) live-tensor-tracker call in the whole-model part")
     ap.add_argument("--threads", type=int, default=None)

@@ -24,4 +24,5 @@ def study_path(argv: list[str]) -> str | None:
     return args.study or os.environ.get("HUMAN_STUDY_FILE")
 
 
-ui.main(study_path(sys.argv[1:]))
+if __name__ == "__main__":  # Streamlit (and AppTest) run this file as __main__; an import does nothing
+    ui.main(study_path(sys.argv[1:]))

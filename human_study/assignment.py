@@ -117,7 +117,8 @@ def rater_plan(study: Study, secret: str, rater: str, rater_index: int) -> tuple
         left_is_a.update({it.id: s for it, s in zip(group, sides)})
 
     order = [mine[t] for t in rng.permutation(len(mine))]
-    repeats = [repeat_item(order[t], secret) for t in sorted(rng.choice(len(order), study.repeats, replace=False))]
+    n_repeats = min(study.repeats, len(order))  # the quota may have been capped below `repeats`
+    repeats = [repeat_item(order[t], secret) for t in sorted(rng.choice(len(order), n_repeats, replace=False))]
     for rep in repeats:
         original = next(i for i, it in enumerate(order) if it.id == rep.duplicate_of)
         low = min(original + 3, len(order))

@@ -3,8 +3,8 @@
 Model identity never reaches the browser. The app sends video *bytes* (Streamlit serves them at a content-hashed
 ``/media/<hash>.<ext>`` URL, never a file name), neutral alt texts ("Left video" / "Right video"), opaque item ids
 (HMAC of a per-study secret) and the prompt text only. :func:`find_leaks` is the check used by the tests and by
-``python -m human_study validate`` (which also scans the video files themselves: container metadata such as a
-``title`` tag could carry a model name).
+``python -m human_study validate`` (which also scans the texts shown to raters and the video files themselves:
+container metadata such as a ``title`` tag could carry a model name).
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import hashlib
 import hmac
 import secrets
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from .config import Study
 
 #: MIME type by video file extension (what ``st.video`` is told).
 MIME_TYPES: dict[str, str] = {
@@ -56,3 +59,14 @@ def video_file_leaks(path: Path, names: Iterable[str]) -> list[str]:
     """Names found in a video file's bytes (e.g. in a ``title`` metadata tag written by the generator)."""
     data = path.read_bytes()
     return [n for n in names if n and n.lower().encode() in data.lower()]
+
+
+def study_text_leaks(study: "Study") -> list[str]:
+    """Texts shown to raters (title, instructions, consent, prompts, criteria, options) that name a model."""
+    texts = {"title": study.title, "instructions": study.instructions, "consent": study.consent}
+    texts.update({f"prompt {p.id}": p.text for p in study.prompts})
+    texts.update({f"gold prompt {g.id}": g.prompt for g in study.gold})
+    texts.update({f"criterion {c.id}": f"{c.label} {c.question}" for c in study.criteria})
+    texts.update({f"option {k}": v for k, v in study.options.labels().items()})
+    return [f"{where} names the model {name!r}" for where, text in texts.items()
+            for name in find_leaks(text, study.model_names)]

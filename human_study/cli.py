@@ -3,7 +3,7 @@
 Commands (a registry, :data:`COMMANDS`):
 
 - ``create --name N --model NAME=FOLDER ... [--prompts FILE] [--quota Q] [--repeats R] --out study.yaml``
-- ``validate --study FILE`` – missing videos, model names inside video files, quota vs items
+- ``validate --study FILE`` – missing videos, model names in rater-facing texts or inside video files, quota
 - ``serve --study FILE [--port P]`` – ``streamlit run human_study/app.py -- --study FILE``
 - ``export --study FILE --out votes.csv`` – every vote with its item, models and displayed side
 - ``stats --study FILE --out DIR [--votes votes.csv]`` – the report tables (``docs/interfaces.md``)
@@ -21,8 +21,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .assignment import core_items
-from .blinding import video_file_leaks
+from .blinding import study_text_leaks, video_file_leaks
 from .config import DEFAULT_CRITERIA, file_problems, folder_videos, load_study, save_study
 from .stats.bradley_terry import TIE_MODELS
 from .stats.proportions import CI_METHODS, win_tie_loss
@@ -72,7 +71,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
 
 def _run_validate(args: argparse.Namespace) -> int:
     study = load_study(args.study)
-    problems = file_problems(study)
+    problems = file_problems(study) + study_text_leaks(study)
     for m in study.models:
         for pid in (p.id for p in study.prompts):
             path = m.videos.get(pid)
@@ -98,8 +97,8 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     app = Path(__file__).with_name("app.py")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
-           "--server.address", args.address, "--browser.gatherUsageStats", "false", "--server.headless", "true",
-           "--", "--study", str(Path(args.study).resolve())]
+           "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal", "--", "--study", str(Path(args.study).resolve())]
     if args.db:
         os.environ["HUMAN_STUDY_DB_URL"] = args.db
     os.execv(sys.executable, cmd)

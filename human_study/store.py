@@ -251,12 +251,17 @@ class VoteStore:
         """Register ``rater`` (idempotent) and store its plan; returns the rater's registration index."""
         if not self.study.token_allowed(rater):
             raise StoreError("unknown or malformed rater token")
+        with self.read() as conn:  # the common case (every rerun of the app) needs no write lock
+            idx = conn.execute(select(raters.c.idx).where(raters.c.id == rater)).scalar_one_or_none()
+        if idx is not None:
+            return idx
         with self.write() as conn:
+            counter = select(meta.c.value).where(meta.c.key == "rater_count").with_for_update()
+            count = int(conn.execute(counter).scalar_one())  # locked first: registrations are serialised
             idx = conn.execute(select(raters.c.idx).where(raters.c.id == rater)).scalar_one_or_none()
             if idx is not None:
                 return idx
-            counter = select(meta.c.value).where(meta.c.key == "rater_count").with_for_update()
-            idx = int(conn.execute(counter).scalar_one())
+            idx = count
             conn.execute(update(meta).where(meta.c.key == "rater_count").values(value=str(idx + 1)))
             conn.execute(insert(raters), [{"id": rater, "idx": idx, "created_at": utc_now()}])
             plan, repeats = rater_plan(self.study, self.secret, rater, idx)
@@ -333,9 +338,9 @@ class VoteStore:
             raise StoreError(f"unknown answers {sorted(bad)}")
         submission_id = submission_id or uuid.uuid4().hex
         with self.write() as conn:
-            left_is_a = conn.execute(
+            left_is_a = conn.execute(  # row lock on servers: one submission per (rater, item) at a time
                 select(assignments.c.left_is_a)
-                .where(assignments.c.rater_id == rater, assignments.c.item_id == item_id)
+                .where(assignments.c.rater_id == rater, assignments.c.item_id == item_id).with_for_update()
             ).scalar_one_or_none()
             if left_is_a is None:
                 raise StoreError("item is not assigned to this rater")

@@ -13,9 +13,12 @@
   - CUDA: ``torch.cuda.reset_peak_memory_stats()``, then ``max_memory_allocated() - memory_allocated()`` (before the
     call), minus the output's bytes (includes kernel workspaces and allocator rounding).
   - CPU: :class:`LiveTensorBytes`, a ``TorchDispatchMode`` that adds up the storages the call's ops create and
-    subtracts them when their last tensor dies -- exact at tensor level, deterministic, independent of glibc; buffers
-    allocated inside a kernel (e.g. the CPU flash kernel's per-thread tiles, a few hundred KiB) are not seen.  (The
-    process RSS was tried and rejected: glibc's heap reuse and first-touch of pages made it drift by MiBs.)
+    subtracts them when their last tensor dies -- exact at tensor level, deterministic, independent of glibc, cheap.
+    Buffers allocated *inside* a kernel are not seen (e.g. the CPU flash-attention kernel's working buffers and the
+    copies it makes of non-contiguous q/k/v windows; at 480x832, 17 frames this is ~1.3 MiB for SDPA and ~8 MiB for a
+    chunked kind).  Rejected alternatives: the process RSS (``VmHWM`` reset via ``/proc/self/clear_refs``): glibc heap
+    reuse and first-touch of pages moved it by MiBs; ``torch.profiler``'s memory timeline sees kernel buffers but needs
+    ``with_stack=True`` and costs 10-40x the op's run time.
 * **Counted FLOPs**: :func:`rehyat.cost.count_flops` (``FlopCounterMode``, CPU fused attention registered) on the
   instrumented run, so counting costs no extra run.
 * **Out of memory** (``torch.OutOfMemoryError``, CPU allocator failures) is caught and returned as a result
@@ -133,9 +136,9 @@ class MemoryMeter:
             self.method = ("torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), minus "
                            "memory_allocated() before the call, minus the returned output")
         else:
-            self.method = ("tensor-level live bytes (TorchDispatchMode tracking every storage the call creates, "
+            self.method = ("tensor-level live bytes (TorchDispatchMode tracking every storage the call's ops create, "
                            "released via weakref.finalize), caller-owned tensors excluded, minus the returned output; "
-                           "kernel-internal scratch not seen")
+                           "buffers allocated inside a kernel are not seen")
 
     @property
     def available(self) -> bool:

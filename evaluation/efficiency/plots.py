@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 METRICS = ("flops", "latency", "memory", "speedup")
@@ -80,7 +81,14 @@ def write_plots(w: pd.DataFrame, out_dir) -> list[Path]:
                                "latency": "latency, ms (median ± half-range)",
                                "memory": "peak working memory, MiB",
                                "speedup": "speedup vs softmax (solid) / FLOPs ratio (dashed)"}[metric], fontsize=8)
-                ax.set_yscale("log")
+                ys = [np.asarray(ln.get_ydata(), dtype=float) for ln in ax.lines]
+                ys += [np.ma.filled(np.ma.asarray(col.get_offsets(), dtype=float), np.nan)[:, 1]
+                       for col in ax.collections if len(col.get_offsets())]
+                ys = np.concatenate(ys) if ys else np.array([])
+                if np.any(np.isfinite(ys) & (ys > 0)):
+                    ax.set_yscale("log")
+                else:
+                    ax.text(0.5, 0.5, "no measured points", transform=ax.transAxes, ha="center", color="grey")
                 ax.grid(alpha=0.3, which="both")
                 if metric == "speedup":
                     ax.axhline(1.0, color="grey", lw=0.8)

@@ -161,10 +161,10 @@ _register(Preset(
     levels=(
         LevelSweep("op", (RES_SMALL,), FRAMES, BASE_KINDS + hybrid_grid((1, 3), (0, 1)),
                    point_budget_s=90.0, repeats=3, max_repeats=10, min_time_s=1.0),
-        LevelSweep("op", (RES_480P,), (17, 41, 81), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
-                   point_budget_s=90.0, repeats=3, max_repeats=10, min_time_s=1.0),
         LevelSweep("block", (RES_SMALL,), (17, 41), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
                    point_budget_s=40.0, repeats=2, max_repeats=5, min_time_s=1.0),
+        LevelSweep("op", (RES_480P,), (17, 41, 81), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
+                   point_budget_s=90.0, repeats=3, max_repeats=10, min_time_s=1.0),
         LevelSweep("model", (RES_SMALL, RES_480P), FRAMES,
                    (KindConfig("softmax"), KindConfig("hybrid", **MAIN, converted=15), KindConfig("hybrid", **MAIN),
                     KindConfig("hybrid_recurrent", **MAIN), KindConfig("linear"), KindConfig("chunk_local", **MAIN)),
@@ -192,9 +192,22 @@ _register(Preset(
 
 def override(preset: Preset, *, levels=None, frames=None, resolutions=None, kinds=None, total_budget_s=None,
              point_budget_s=None, repeats=None, dtype=None, device=None, threads=None, count_flops=None) -> Preset:
-    """The preset with command-line overrides applied (``None`` keeps the preset's value)."""
+    """The preset with command-line overrides applied (``None`` keeps the preset's value).  When frames or resolutions
+    are overridden, sweeps of the same level are merged (their kinds united), so no point runs twice."""
+    levels_in = list(preset.levels)
+    if frames is not None or resolutions is not None:
+        merged: dict = {}
+        for lv in levels_in:
+            if lv.level in merged:
+                first = merged[lv.level]
+                merged[lv.level] = replace(first, kinds=tuple(dict.fromkeys(first.kinds + lv.kinds)),
+                                           resolutions=tuple(dict.fromkeys(first.resolutions + lv.resolutions)),
+                                           frames=tuple(sorted(set(first.frames + lv.frames))))
+            else:
+                merged[lv.level] = lv
+        levels_in = list(merged.values())
     lvs = []
-    for lv in preset.levels:
+    for lv in levels_in:
         if levels is not None and lv.level not in levels:
             continue
         kw = {}

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from evaluation.registry import Dimension, DimensionOutcome, Suite, register_suite
 
-from .measure import MemoryMeter, load_average, machine_description
+from .measure import MemoryMeter, machine_description
 from .presets import LEVELS, PRESETS, override, parse_kind
 from .sweep import DIMENSIONS, SUITE, run_preset
 
@@ -114,14 +114,21 @@ class EfficiencySuite(Suite):
             ctx.store.add(suite=SUITE, video=None, provenance=prov, **kw)
 
         outcome = run_preset(preset, emit, device=device, log=ctx.log, dimensions=dimensions)
-        from .table import write_outputs
+        from .table import load_efficiency, wide, write_outputs
 
         header = (f"Efficiency sweep, preset `{preset.name}` ({preset.description}). Machine: {machine.get('cpu')}"
                   f"{', ' + machine['gpu'] if 'gpu' in machine else ''}; device {device}, {preset.dtype}, "
                   f"{torch.get_num_threads()} torch threads; load average (1/5/15 min) at start {outcome.load_start}, "
                   f"at end {outcome.load_end}; sweep took {outcome.seconds:.0f} s. Peak memory = working memory "
                   f"({prov['memory_method']}). Latency = median ± half-range of interleaved repeats.")
-        out = write_outputs(ctx.out_dir, ctx.run_id, header)
+        try:
+            out = write_outputs(ctx.out_dir, ctx.run_id, header)
+        except Exception as exc:  # noqa: BLE001 -- the records are stored; the table/plots can be rebuilt
+            ctx.log(f"efficiency: writing table/plots failed ({type(exc).__name__}: {exc}); rebuild with "
+                    f"`python -m evaluation.efficiency {ctx.out_dir}`")
+            out = dict(target_values={}, plots=[], wide=wide(load_efficiency(ctx.out_dir, ctx.run_id)),
+                       table_md=ctx.out_dir / "efficiency" / "table.md")
+            (ctx.out_dir / "efficiency").mkdir(parents=True, exist_ok=True)
         summary = dict(preset=preset.name, device=device, machine=machine, load_start=outcome.load_start,
                        load_end=outcome.load_end, seconds=outcome.seconds, points=outcome.points,
                        measured=outcome.measured, analytic_only=outcome.analytic_only, errors=outcome.errors,

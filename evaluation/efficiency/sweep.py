@@ -14,7 +14,6 @@ measured dimension is ``skipped`` with the reason -- never an extrapolated numbe
 from __future__ import annotations
 
 import gc
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -134,10 +133,14 @@ def _warmup(wl: Workload, kinds, level: LevelSweep, device: str, meter: MemoryMe
     """One instrumented call of every kind at a tiny shape: one-off kernel self-checks, lazy imports and inits (of
     the FLOP counter too), thread pools -- so that none of them lands in a measured point's peak memory."""
     tiny = VideoShape(9, 32, 32)  # 3 latent frames x 4 tokens
-    fns = wl.setup(tiny, kinds)
-    for fn in fns.values():
-        instrumented_run(fn, device, meter, level.count_flops)
-    wl.teardown()
+    try:
+        fns = wl.setup(tiny, kinds)
+        for fn in fns.values():
+            instrumented_run(fn, device, meter, level.count_flops)  # failures here resurface in the point's own run
+    except Exception:  # noqa: BLE001
+        pass
+    finally:
+        wl.teardown()
 
 
 def _run_point(preset, level, wl, kinds, video, res, backends, meter, pred, start, write, outcome, warmed, device,
@@ -175,9 +178,10 @@ def _run_point(preset, level, wl, kinds, video, res, backends, meter, pred, star
     # ---- measure
     inst, timing = {}, {}
     if measured:
-        if level.level not in warmed:
-            _warmup(wl, kinds, level, device, meter)
-            warmed.add(level.level)
+        cold = [kc for kc in measured if kc not in warmed]
+        if cold:
+            _warmup(wl, cold, level, device, meter)
+            warmed.update(cold)
         t0 = time.perf_counter()
         try:
             fns = wl.setup(video, measured)

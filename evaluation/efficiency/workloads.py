@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from rehyat.cost import (BYTES, AttentionSpec, Cost, FeatureMapSpec, VideoShape, WanConfig, attention_flops,
+from rehyat.cost import (BYTES, AttentionSpec, FeatureMapSpec, VideoShape, WanConfig, attention_flops,
                          attention_memory, wan_block_flops, wan_model_flops)
 
 from .presets import KindConfig, Preset

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -244,3 +243,26 @@ def test_presets_cover_the_issue():
     assert PRESETS["gpu"].device == "cuda" and PRESETS["gpu"].dtype == "bfloat16"
     grid = {(k.chunk_frames, k.overlap_frames) for lv in PRESETS["cpu"].levels for k in lv.kinds if k.kind == "hybrid"}
     assert len(grid) >= 4
+
+
+def test_dimension_subset_and_overrides_through_the_cli(tmp_path):
+    from evaluation.run import main
+
+    out = tmp_path / "sub"
+    rc = main(["--suite", "efficiency", "--preset", "ci", "--dimensions", "latency_ms", "speedup_vs_softmax",
+               "--efficiency-levels", "op", "--efficiency-frames", "17", "--efficiency-resolutions", "32x48",
+               "--efficiency-kinds", "softmax", "hybrid:2:1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    recs = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert sorted((r["model"], r["dimension"]) for r in recs) == [
+        ("hybrid_tc2_to1", "latency_ms"), ("hybrid_tc2_to1", "speedup_vs_softmax"),
+        ("softmax", "latency_ms"), ("softmax", "speedup_vs_softmax")]
+    assert all(r["status"] == "ok" and r["details"]["chunk_frames"] in (None, 2) for r in recs)
+    assert len(list((out / "efficiency" / "plots").glob("*_op.png"))) == 4
+
+
+def test_overriding_shapes_merges_sweeps_of_a_level():
+    p = override(PRESETS["cpu"], levels=["op"], resolutions=[(480, 832)], frames=[17, 81])
+    assert [(lv.level, lv.resolutions, lv.frames) for lv in p.levels] == [("op", ((480, 832),), (17, 81))]
+    assert len(p.levels[0].kinds) == len({k for lv in PRESETS["cpu"].levels if lv.level == "op" for k in lv.kinds})
+    assert [lv.level for lv in override(PRESETS["cpu"], levels=["op"]).levels] == ["op", "op"]

@@ -1,9 +1,16 @@
-"""Worker of the concurrency test (a module of its own so the forkserver can preload it cheaply)."""
+"""Worker process of the concurrency test: ``python hs_vote_worker.py STUDY PROC GO_FILE``.
+
+Touches ``ready<PROC>`` beside ``GO_FILE``, waits for ``GO_FILE`` (so all workers write at once), registers two raters, votes through their plans (double
+submitting every 10th item, answering a rater shared by all workers every 5th) and prints the count as JSON.
+"""
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
+import sys
+import time
 import zlib
+from pathlib import Path
 
 from human_study.config import load_study
 from human_study.store import VoteStore
@@ -18,10 +25,13 @@ def expected_answer(rater: str, item: str, criterion: str) -> str:
     return ANSWERS[zlib.crc32(f"{rater}/{item}/{criterion}".encode()) % 3]
 
 
-def vote_worker(study_path: str, proc: int, barrier, out: mp.Queue) -> None:  # noqa: ANN001 - mp.Barrier
+def vote_worker(study_path: str, proc: int, go_file: Path) -> int:
     study = load_study(study_path)
     store = VoteStore.open(study)
-    barrier.wait(timeout=120)  # start writing together
+    (go_file.parent / f"ready{proc}").touch()
+    deadline = time.time() + 120
+    while not go_file.exists() and time.time() < deadline:  # start writing together
+        time.sleep(0.005)
     own = [f"p{proc}r{k}" for k in range(2)]
     for rater in own:
         store.register_rater(rater)
@@ -37,4 +47,9 @@ def vote_worker(study_path: str, proc: int, barrier, out: mp.Queue) -> None:  # 
             if n % 5 == 0:  # every process also answers the shared rater's items, each with its own answers
                 shared = shared_plan[(n // 5 + proc) % len(shared_plan)]
                 store.record_votes("shared", shared.item_id, {c: ANSWERS[proc % 3] for c in study.criterion_ids})
-    out.put((proc, written))
+    return written
+
+
+if __name__ == "__main__":
+    path, proc, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    print(json.dumps({"proc": proc, "written": vote_worker(path, proc, go)}))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import av
@@ -13,6 +16,7 @@ import pandas as pd
 import pytest
 from hs_helpers import MODEL_NAMES, make_webm
 
+from human_study.blinding import find_leaks
 from human_study.cli import main
 from human_study.config import load_study
 from human_study.store import VoteStore
@@ -95,6 +99,13 @@ def test_validate_finds_a_model_name_inside_a_video(folders: Path, capsys):
     assert "contains the model name 'ModelSecretAlpha'" in capsys.readouterr().out
 
 
+def test_validate_finds_a_model_name_in_rater_facing_text(folders: Path, capsys):
+    path = _create(folders)
+    path.write_text(path.read_text() + f"title: {MODEL_NAMES[1]} versus the rest\n")
+    assert main(["validate", "--study", str(path)]) == 1
+    assert "title names the model 'ModelSecretBeta'" in capsys.readouterr().out
+
+
 def test_export_and_stats_write_the_report_tables(folders: Path, tmp_path: Path):
     path = _create(folders)
     store = _simulate(path)
@@ -135,3 +146,28 @@ def test_counts_command_and_module_entry_point(capsys):
     done = subprocess.run([sys.executable, "-m", "human_study", "--help"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], timeout=120)
     assert done.returncode == 0 and all(c in done.stdout for c in ("create", "stats", "export", "serve"))
+
+
+def test_serve_starts_the_app(folders: Path):
+    path = _create(folders)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "human_study", "serve", "--study", str(path), "--port", str(port)],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    assert r.read() == b"ok"
+                    break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "serve did not start"
+                time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?rater=x", timeout=10) as r:
+            assert not find_leaks(r.read(), MODEL_NAMES)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

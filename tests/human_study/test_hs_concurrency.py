@@ -2,34 +2,44 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-import pytest
 from hs_helpers import write_study
-from hs_vote_worker import N_PROCS, VOTES_PER_PROC, expected_answer, vote_worker
+from hs_vote_worker import N_PROCS, VOTES_PER_PROC, expected_answer
 
 from human_study.config import load_study
 from human_study.store import VoteStore
 
-@pytest.mark.slow
+WORKER = Path(__file__).with_name("hs_vote_worker.py")
+
+
 def test_eight_processes_lose_and_duplicate_nothing(tmp_path: Path):
     path = write_study(tmp_path, models=("ModelSecretAlpha", "ModelSecretBeta", "ModelSecretGamma"), n_prompts=50,
                        quota=150, repeats=0, n_gold=0, criteria=("overall", "motion_quality"))
     study = load_study(path)
     store = VoteStore.open(study)
     store.register_rater("shared")
-    ctx = mp.get_context("forkserver")  # fresh, thread-free workers without re-importing everything 8 times
-    ctx.set_forkserver_preload(["hs_vote_worker"])
-    queue = ctx.Queue()
-    barrier = ctx.Barrier(N_PROCS)
-    procs = [ctx.Process(target=vote_worker, args=(str(path), p, barrier, queue)) for p in range(N_PROCS)]
+    go = tmp_path / "go"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(path), str(p), str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for p in range(N_PROCS)]
+    deadline = time.time() + 180
+    while not all((tmp_path / f"ready{p}").exists() for p in range(N_PROCS)):  # all loaded, then go at once
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "a worker did not start"
+        time.sleep(0.05)
+    go.touch()
+    results = {}
     for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=240) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        row = json.loads(out)
+        results[row["proc"]] = row["written"]
     assert results == {p: VOTES_PER_PROC for p in range(N_PROCS)}
 
     votes = store.votes_frame()

@@ -166,9 +166,9 @@ def test_repeats_swap_sides_after_the_original_and_gold_is_included(tmp_path: Pa
 
 
 def test_quota_larger_than_items_is_capped(tmp_path: Path):
-    study = _study(tmp_path, n_prompts=3, quota=10, repeats=0, n_gold=0)
-    plan, _ = rater_plan(study, SECRET, "r", 0)
-    assert len(plan) == 3 and len({e.item_id for e in plan}) == 3
+    study = _study(tmp_path, n_prompts=3, quota=10, repeats=5, n_gold=0)
+    plan, repeats = rater_plan(study, SECRET, "r", 0)
+    assert len(repeats) == 3 and len(plan) == 6 and len({e.item_id for e in plan}) == 6
 
 
 def test_pairs_are_all_unordered_combinations(tmp_path: Path):
