@@ -1,6 +1,6 @@
 """Stage-1 proxy benchmark: how well does each student approximate a video-like softmax teacher's attention?
 
-    python benchmarks/distill_proxy.py --steps 300 --out runs/distill_proxy
+    python benchmarks/distill_proxy.py --steps 150 --out runs/distill_proxy
 
 Teacher: :func:`rehyat.distill.proxy.build_proxy_teacher` (random-weight Wan-shaped 2-block transformer, 2 heads x
 128, aligned q/k + shared q/k bias + Wan's 3D RoPE with a "spatial" and a "temporal" head), fed smooth moving latents
@@ -29,7 +29,7 @@ import torch
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/distill_proxy")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--feature-map", default="polynomial")
     ap.add_argument("--feature-map-kwargs", default='{"hidden_dim": 128, "feature_dim": 128}')

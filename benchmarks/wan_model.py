@@ -15,9 +15,15 @@ call, :class:`rehyat.wan.memory.LiveTensorTracker`) and ``rss`` (VmHWM reset via
 re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed blocks leave RSS).  GPU: ``max_memory_allocated``.
 ``work`` columns subtract the returned output (same size as the input latent), which the caller owns.
 
-    python benchmarks/wan_model.py --device cpu --height 240 --width 416 --frames 9 17 33 65   # CPU (slow: minutes)
-    python benchmarks/wan_model.py --device cuda --height 480 --width 832 --frames 21 41 81 161 --layers 30 \
-        --memory-layers 30 --model-frames 21 41 81                                             # GPU
+    # CPU, as recorded in docs/wan_benchmarks.md (three invocations; about 40 min on 2 shared cores)
+    python benchmarks/wan_model.py --device cpu --parts block --frames 9 17 33 65 --repeats 1 --warmup 1 --threads 2
+    python benchmarks/wan_model.py --device cpu --parts model --model-frames 9 --layers 30 --model-repeats 1 \
+        --model-warmup 0 --no-model-tracker --threads 2
+    python benchmarks/wan_model.py --device cpu --parts memory --memory-layers 4 --memory-base 6 \
+        --memory-parallel-max 4 --threads 2
+    # GPU (written for CUDA, not run yet: no GPU was available)
+    python benchmarks/wan_model.py --device cuda --height 480 --width 832 --frames 21 41 81 161 \
+        --model-frames 21 41 81 --layers 30 --memory-layers 30 --memory-base 6
 
 Results print as markdown tables; ``--out FILE.jsonl`` also writes records in the ``efficiency`` shape of
 docs/interfaces.md (model, dimension, score, status, details).
@@ -302,7 +308,9 @@ def main():
     ap.add_argument("--layers", type=int, default=30, help="blocks in the whole-model part (30 = Wan2.1-1.3B)")
     ap.add_argument("--paper-blocks", type=int, default=15, help="blocks converted in the partial model")
     ap.add_argument("--memory-layers", type=int, default=30)
-    ap.add_argument("--memory-base", type=int, default=3, help="latent frames at 1x (memory part)")
+    ap.add_argument("--memory-base", type=int, default=None,
+                    help="latent frames at 1x (memory part); default 2*T_c, so that 1x already reaches the steady "
+                         "state (a full T_c+T_o window and carried state, from the second chunk on)")
     ap.add_argument("--memory-parallel-max", type=int, default=8, help="largest multiple run in parallel form")
     ap.add_argument("--chunk-frames", type=int, default=3)
     ap.add_argument("--overlap-frames", type=int, default=1)
@@ -319,6 +327,7 @@ def main():
     ap.add_argument("--out", default=None, help="write efficiency records (JSON lines) here")
     ap.add_argument("--no-reexec", action="store_true", help="do not re-exec with MALLOC_MMAP_THRESHOLD_")
     args = ap.parse_args()
+    args.memory_base = 2 * args.chunk_frames if args.memory_base is None else args.memory_base
     args.model_repeats = args.repeats if args.model_repeats is None else args.model_repeats
     args.model_warmup = args.warmup if args.model_warmup is None else args.model_warmup
     if args.threads:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except FileNotFoundError as e:  # missing weights / folders: a clear message, no traceback
+    except (FileNotFoundError, ValueError) as e:  # missing weights / folders, bad options: a message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

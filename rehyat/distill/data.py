@@ -3,7 +3,8 @@
 Format (a folder; written by ``python -m rehyat.distill encode`` or :func:`make_synthetic_dataset`)::
 
     DATASET/
-      dataset.json                  # {"format": "rehyat-latents", "version": 1, "text_dim": 4096, "latent_channels": 16,
+      dataset.json                  # {"format": "rehyat-latents", "version": 1, "text_dim": 4096,
+                                    #  "latent_channels": 16,
                                     #  "latents": "wan_normalized" | "raw" | "synthetic" | null, "vae": {...} | null,
                                     #  "negative": "negative.safetensors" | null,
                                     #  "items": [{"id": str, "file": "items/000000.safetensors", "prompt": str | null,
@@ -61,7 +62,8 @@ class DatasetWriter:
             item_id: str | None = None) -> None:
         i = len(self.meta["items"])
         if prompt_embeds.dim() != 2 or prompt_embeds.shape[1] != self.meta["text_dim"]:
-            raise DatasetFormatError(f"prompt_embeds must be [L, {self.meta['text_dim']}], got {tuple(prompt_embeds.shape)}")
+            raise DatasetFormatError(f"prompt_embeds must be [L, {self.meta['text_dim']}], "
+                                     f"got {tuple(prompt_embeds.shape)}")
         rel = f"items/{i:06d}.safetensors"
         tensors = {"prompt_embeds": prompt_embeds.detach().to("cpu", torch.float32).contiguous()}
         if latents is not None:

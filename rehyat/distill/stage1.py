@@ -27,7 +27,7 @@ import torch
 
 from .common import (CONFIG_NAME, EXPORT_DIR, SUMMARY_NAME, CheckpointManager, DistInfo, MetricsWriter,
                      SimulatedKill, all_reduce_mean_, atomic_write_json, barrier, config_hash, generator,
-                     init_distributed, lr_lambda, make_optimizer, maybe_autocast, parse_blocks, progress, rng_state,
+                     init_distributed, lr_lambda, maybe_autocast, parse_blocks, progress, rng_state,
                      seed_everything, set_rng_state, shutdown_distributed, versions)
 from .data import LatentDataset, RandomPrompts
 from .flow import FlowMatching
@@ -43,7 +43,8 @@ _RESUME_FREE = ("steps", "out", "progress", "resume", "stop_after", "checkpoint_
 class Stage1Config:
     teacher: str = field(default="tiny", metadata={"help": "local diffusers Wan folder (softmax teacher) or 'tiny'"})
     out: str = field(default="runs/stage1", metadata={"help": "output folder (checkpoints, metrics, rehyat/)"})
-    blocks: str = field(default="all", metadata={"help": "'all', n (n blocks spread over depth) or indices '0,2,4' (one index: '5,')"})
+    blocks: str = field(default="all", metadata={"help": "'all', n (n blocks spread over depth) or indices "
+                                                         "'0,2,4' (one index: '5,')"})
     chunk_frames: int = 3
     overlap_frames: int = 1
     causal: bool = False

@@ -35,8 +35,8 @@ _RESUME_FREE = ("steps", "out", "progress", "resume", "stop_after", "checkpoint_
 
 @dataclass
 class Stage2Config:
-    model: str = field(default="tiny", metadata={"help": "ReHyAt checkpoint folder (e.g. stage-1 OUT/rehyat) or 'tiny'"})
-    base: str | None = field(default=None, metadata={"help": "base Wan folder (default: the one the checkpoint records)"})
+    model: str = field(default="tiny", metadata={"help": "ReHyAt checkpoint folder (stage-1 OUT/rehyat) or 'tiny'"})
+    base: str | None = field(default=None, metadata={"help": "base Wan folder (default: the checkpoint's own)"})
     data: str = field(default="", metadata={"help": "latent dataset folder (docs/distill.md)"})
     out: str = "runs/stage2"
     trainable: str = field(default="all", metadata={"help": "all | phi | lora | lora+phi"})
@@ -96,8 +96,7 @@ def build_stage2_model(cfg: Stage2Config, device: torch.device):
     for name, p in model.named_parameters():
         is_phi = ".attn1.processor." in name
         is_lora = "lora_" in name
-        p.requires_grad_(cfg.trainable == "all" or (cfg.trainable == "phi" and is_phi)
-                         or (cfg.trainable == "lora" and is_lora) or (cfg.trainable == "lora+phi" and (is_lora or is_phi)))
+        p.requires_grad_({"all": True, "phi": is_phi, "lora": is_lora, "lora+phi": is_lora or is_phi}[cfg.trainable])
     gc = cfg.gradient_checkpointing
     if gc == "on" or (gc == "auto" and device.type == "cuda"):
         model.enable_gradient_checkpointing()
@@ -278,7 +277,8 @@ def _train(cfg: Stage2Config, info: DistInfo, fail_at_step) -> dict:
 
 def export_stage2(model, cfg: Stage2Config, base: str | None, dest: Path) -> Path:
     """ReHyAt checkpoint of the fine-tuned model: feature maps only for ``phi`` (on the same base), otherwise full
-    weights (LoRA merged into the base weights first; the adapter itself is also kept in ``lora_adapter.safetensors``)."""
+    weights (LoRA merged into the base weights first; the adapter itself is also kept in
+    ``lora_adapter.safetensors``)."""
     from rehyat.wan.checkpoint import save_rehyat
 
     if cfg.trainable == "phi":

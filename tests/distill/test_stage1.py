@@ -7,7 +7,7 @@ from rehyat.attention import get_attention_kind
 from rehyat.distill.common import METRICS_NAME, SimulatedKill
 from rehyat.distill.stage1 import Stage1Config, Stage1Inputs, build_stage1_model, evaluate_stage1, train_stage1
 from rehyat.distill.common import DistInfo
-from rehyat.distill.teacher_forcing import disable_distillation, student_log_weights
+from rehyat.distill.teacher_forcing import student_log_weights
 from rehyat.wan.checkpoint import load_base_transformer, load_rehyat
 from rehyat.wan.convert import feature_map_state_dict
 
@@ -152,7 +152,7 @@ def test_cli_missing_teacher_is_a_clear_error(tmp_path, capsys):
     assert "Base Wan checkpoint not found" in err and "Wan2.1-T2V-1.3B-Diffusers" in err
 
 
-def test_cli_config_file_and_flags(tmp_path):
+def test_cli_config_file_and_flags(tmp_path, capsys):
     from rehyat.distill.__main__ import main
 
     conf = tmp_path / "s1.yaml"
@@ -165,9 +165,13 @@ def test_cli_config_file_and_flags(tmp_path):
     assert cfg["config"]["chunk_frames"] == 1 and cfg["blocks"] == [1] and cfg["config"]["steps"] == 2
     meta = json.loads((out / "rehyat" / "rehyat_config.json").read_text())
     assert meta["rehyat"]["blocks"] == [1] and meta["rehyat"]["chunk_frames"] == 1
-    with pytest.raises(ValueError, match="unknown"):
-        conf.write_text("stepz: 3\n")
-        main(["stage1", "--config", str(conf)])
+    conf.write_text("stepz: 3\n")
+    assert main(["stage1", "--config", str(conf)]) == 2  # unknown keys are an error, not ignored
+    assert "unknown Stage1Config keys: ['stepz']" in capsys.readouterr().err
+    # rerunning into the same folder with another configuration is refused (it would resume someone else's run)
+    assert main(["stage1", "--out", str(out), "--steps", "3", "--chunk-frames", "2", "--latent-frames", "3",
+                 "--latent-height", "8", "--latent-width", "8", "--no-progress"]) == 2
+    assert "different configuration" in capsys.readouterr().err
 
 
 def test_experimental_linear_scale_is_data_initialised_and_trained(tmp_path, make_cfg):
