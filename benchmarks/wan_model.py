@@ -162,10 +162,12 @@ def bench_block(args, device, dtype, records):
                     records.append(record(args, name, "peak_mem_bytes", v, "block", frames, dict(method=k)))
     print("\n### Per block (1.3B width)\n")
     keys = [k for k in rows[0][5] if k not in ("output", "min_ms")]
-    print("| variant | frames | latent T | tokens | median ms | min ms | " + " | ".join(f"peak {k} MiB" for k in keys) + " |")
+    print("| variant | frames | latent T | tokens | median ms | min ms | "
+          + " | ".join(f"peak {k} MiB" for k in keys) + " |")
     print("|---|---|---|---|---|---|" + "---|" * len(keys))
     for name, frames, t_lat, n, ms, pk in rows:
-        print(f"| {name} | {frames} | {t_lat} | {n} | {ms:,.1f} | {pk['min_ms']:,.1f} | " + " | ".join(mib(pk[k]) for k in keys) + " |")
+        print(f"| {name} | {frames} | {t_lat} | {n} | {ms:,.1f} | {pk['min_ms']:,.1f} | "
+              + " | ".join(mib(pk[k]) for k in keys) + " |")
     del block
 
 
@@ -196,8 +198,12 @@ def bench_model(args, device, dtype, records):
     rows = []
 
     def run_variant(name, frames_list, converted):
-        kind = name.split("_")[0] if converted == 0 else ("hybrid_partial" if converted < args.layers else
-                                                            "hybrid_recurrent" if "recurrent" in name else "hybrid_causal")
+        if converted == 0:
+            kind = "softmax"
+        elif converted < args.layers:
+            kind = "hybrid_partial"
+        else:
+            kind = "hybrid_recurrent" if "recurrent" in name else "hybrid_causal"
         if kind not in args.model_variants:
             return
         for frames in frames_list:
@@ -268,7 +274,8 @@ def bench_memory(args, device, dtype, records):
             _, _, pk = run_and_measure(fn, device, 1, 0)
             el = time.perf_counter() - t0
             results[(mode, mult)] = (frames, t_lat, pk)
-            print(f"  memory {mode:9s} {mult}x (T={t_lat:3d}): " + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items() if k != "min_ms")
+            print(f"  memory {mode:9s} {mult}x (T={t_lat:3d}): "
+                  + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items() if k != "min_ms")
                   + f"  ({el:.0f}s)", flush=True)
             extra = dict(converted_blocks=args.memory_layers, layers=args.memory_layers, multiple=mult)
             for k, v in pk.items():

@@ -5,9 +5,9 @@ Everything is built in code from fixed configs and a seed — no hub access, no 
 * transformer: diffusers' own ``WanTransformer3DModel`` pipeline-test config (2 blocks, 2 heads x 12, text dim 32),
   except ``rope_max_seq_len=1024`` (the class default) so long videos work;
 * VAE: diffusers' ``AutoencoderKLWan`` pipeline-test config (``base_dim=3``, ``z_dim=16``, 4x temporal / 8x spatial);
-* text encoder: a random ``UMT5EncoderModel`` (Wan's class; d_model 32) with a **real tokenizer built in code**: a byte-level
-  ``tokenizers`` model (256 byte tokens + ``<pad>``, ``</s>``, ``<unk>``) wrapped in ``PreTrainedTokenizerFast``.
-  Chosen over precomputed prompt embeddings so that the tiny model runs the real ``WanPipeline`` prompt path
+* text encoder: a random ``UMT5EncoderModel`` (Wan's class; d_model 32) with a **real tokenizer built in code**: a
+  byte-level ``tokenizers`` model (256 byte tokens + ``<pad>``, ``</s>``, ``<unk>``) wrapped in
+  ``PreTrainedTokenizerFast``.  Chosen over precomputed prompt embeddings so that the tiny model runs the real ``WanPipeline`` prompt path
   (tokenizer, encoder, negative prompt, CFG) and different prompts give different videos;
 * scheduler: ``UniPCMultistepScheduler`` in flow-matching mode with ``flow_shift=3.0``, as Wan2.1 480p uses.
 
@@ -30,7 +30,8 @@ CACHE_ENV = "REHYAT_CACHE"
 
 TINY_TRANSFORMER_CONFIG = dict(
     patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16, text_dim=32,
-    freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
+    freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+    rope_max_seq_len=1024,
 )
 TINY_VAE_CONFIG = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                        temperal_downsample=[False, True, True])

@@ -247,3 +247,10 @@ def test_softmax_with_lse_fused_equals_math_both_outputs(dtype):
     ((o2.float() ** 2).sum() + (l2.float() * w).sum()).backward()
     for a, b in zip((q, k, v), (q2, k2, v2)):
         torch.testing.assert_close(a.grad.float(), b.grad.float(), atol=tol * 20, rtol=tol * 20)
+
+
+def test_state_tail_does_not_keep_the_window_alive():
+    q, k, v, fq, fk = make_inputs(torch.float32, frames=4)
+    _, state = hybrid_attention_step(q, k, v, fq, fk, None, frame_tokens=FRAME_TOKENS, overlap_frames=1)
+    for t in (state.tail_k, state.tail_v, state.tail_fk):
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()

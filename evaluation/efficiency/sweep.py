@@ -6,8 +6,8 @@ point and dimension; conventions in docs/interfaces.md, ``efficiency``).
 Budgets: a (kind, point) is measured only if ``predicted seconds x (1 + repeats) <= point_budget_s`` (``repeats``, else
 ``min_repeats``; the 1 is the untimed instrumented run) and the sweep's
 elapsed time plus that stays within ``total_budget_s``.  Predicted seconds = analytic FLOPs / the FLOP rate measured
-for the same kind at the previous point of the level (falling back to the level's, then any level's rate for that
-kind, then a matmul rate measured at start).  A point that does not fit, or whose analytic working-set estimate does
+for the same kind at the previous point of the level (falling back to the level's rate, at the model level then the
+block level's, then a matmul rate measured at start).  A point that does not fit, or whose analytic working-set estimate does
 not fit the free memory, is recorded analytic-only: ``flops_analytic`` / ``flops_ratio_vs_softmax`` are ``ok`` and every
 measured dimension is ``skipped`` with the reason -- never an extrapolated number.
 """
@@ -35,7 +35,13 @@ SOFTMAX = KindConfig("softmax")
 
 
 class RatePredictor:
-    """FLOP/s per (level, kind label, resolution) from measured points; predicts seconds of a call."""
+    """FLOP/s per (level, kind label, resolution) from measured points; predicts seconds of a call.
+
+    Fallbacks: the same kind at the level, any kind at the level, then (model level only) the block level's rates --
+    a model is a stack of blocks -- then the matmul rate measured at start.  Op-level rates never stand in for a
+    block: a block is dominated by its GEMMs, while e.g. the linear op is memory-bound."""
+
+    FALLBACK_LEVEL = {"model": "block"}
 
     def __init__(self, prior_rate: float):
         self.prior = prior_rate
@@ -44,14 +50,17 @@ class RatePredictor:
     def update(self, level: str, label: str, res: tuple, flops: int, seconds: float) -> None:
         if seconds > 0 and flops > 0:
             r = flops / seconds
-            for key in ((level, label, res), (level, label), (level,), ("*", label)):
+            for key in ((level, label, res), (level, label), (level,)):
                 self.rates[key] = r
 
+    def _keys(self, level: str, label: str, res: tuple):
+        yield from ((level, label, res), (level, label), (level,))
+        lower = self.FALLBACK_LEVEL.get(level)
+        if lower:
+            yield from ((lower, label), (lower,))
+
     def rate(self, level: str, label: str, res: tuple) -> float:
-        for key in ((level, label, res), (level, label), (level,), ("*", label)):
-            if key in self.rates:
-                return self.rates[key]
-        return self.prior
+        return next((self.rates[k] for k in self._keys(level, label, res) if k in self.rates), self.prior)
 
     def predict(self, level: str, label: str, res: tuple, flops: int) -> float:
         return flops / self.rate(level, label, res)

@@ -81,9 +81,10 @@ def hybrid_attention_step(
     new_state = HybridState(
         s=state.s + torch.einsum("bnhf,bnhd->bhfd", fk_out, v_out),
         z=state.z + fk_out.sum(dim=1),
-        tail_k=win_k[:, flush:],
-        tail_v=win_v[:, flush:],
-        tail_fk=win_fk[:, flush:],
+        # own copies: a slice would keep the whole (T_o + T_c)-frame window's storage alive between chunks
+        tail_k=win_k[:, flush:].clone(),
+        tail_v=win_v[:, flush:].clone(),
+        tail_fk=win_fk[:, flush:].clone(),
         frames_seen=state.frames_seen + q.shape[1] // frame_tokens,
     )
     return out, new_state

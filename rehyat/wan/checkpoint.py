@@ -143,7 +143,8 @@ def is_rehyat_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def resolve_base_model(path: str | os.PathLike, base_model: str | os.PathLike | None = None) -> Path | None:
-    """Base folder of a checkpoint: the argument, else the one recorded (relative to the checkpoint), else $REHYAT_WAN_BASE."""
+    """Base folder of a checkpoint: the argument, else the one recorded (relative to the checkpoint), else
+    ``$REHYAT_WAN_BASE``; ``None`` if none is known."""
     if base_model is not None:
         return Path(base_model).expanduser()
     rec = read_rehyat_config(path).get("base_model")

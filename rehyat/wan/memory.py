@@ -91,7 +91,7 @@ def rss_supported() -> bool:
 
 def measure_peak(fn: Callable[[], Any], method: str = "tensors", device: str | torch.device | None = None
                  ) -> tuple[Any, int]:
-    """Run ``fn()`` and return ``(result, peak bytes above the start)`` by ``method`` (``tensors`` / ``rss`` / ``cuda``)."""
+    """Run ``fn()``; return ``(result, peak bytes above the start)``, ``method`` = ``tensors`` | ``rss`` | ``cuda``."""
     gc.collect()
     if method == "tensors":
         tracker = LiveTensorTracker()

@@ -110,14 +110,9 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
         fq, fk = self.phi_q(query), self.phi_k(key)
 
         if self._step is not None:
-            out, state = hybrid_attention_step(
+            out, self._step.state = hybrid_attention_step(
                 query, key, value, fq, fk, self._step.state, frame_tokens=self.frame_tokens,
                 overlap_frames=self.overlap_frames, softmax_backend=self.softmax_backend)
-            # The op returns the overlap tail as a slice *view* of the whole (T_o + T_c)-frame window, which keeps the
-            # window's storage alive between chunks; own copies keep the carried state at T_o frames.
-            state.tail_k, state.tail_v, state.tail_fk = (t.clone() for t in (state.tail_k, state.tail_v,
-                                                                               state.tail_fk))
-            self._step.state = state
         else:
             out = hybrid_attention(
                 query, key, value, fq, fk, frame_tokens=self.frame_tokens, chunk_frames=self.chunk_frames,

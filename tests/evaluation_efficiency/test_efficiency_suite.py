@@ -266,3 +266,16 @@ def test_overriding_shapes_merges_sweeps_of_a_level():
     assert [(lv.level, lv.resolutions, lv.frames) for lv in p.levels] == [("op", ((480, 832),), (17, 81))]
     assert len(p.levels[0].kinds) == len({k for lv in PRESETS["cpu"].levels if lv.level == "op" for k in lv.kinds})
     assert [lv.level for lv in override(PRESETS["cpu"], levels=["op"]).levels] == ["op", "op"]
+
+
+def test_rate_predictor_fallbacks():
+    from evaluation.efficiency.sweep import RatePredictor
+
+    p = RatePredictor(prior_rate=100.0)
+    p.update("op", "linear", (240, 416), flops=10, seconds=1.0)  # a memory-bound op: 10 FLOP/s
+    assert p.rate("block", "linear", (240, 416)) == 100.0  # op rates never predict a block
+    p.update("block", "softmax", (240, 416), flops=4000, seconds=1.0)
+    assert p.rate("block", "linear", (240, 416)) == 4000.0  # any kind at the level
+    assert p.rate("model", "linear", (480, 832)) == 4000.0  # the model falls back to the block level
+    p.update("model", "linear", (240, 416), flops=3000, seconds=1.0)
+    assert p.predict("model", "linear", (480, 832), 6000) == 2.0
