@@ -76,8 +76,9 @@ class Stage1Config:
     output_loss_weight: float = 1.0
     xent_weight: float = field(default=0.0, metadata={"help": "weight of the Hedgehog attention-weight cross-entropy"})
     xent_queries: int = 64
-    learn_linear_scale: bool = field(default=False, metadata={"help": "experimental: learn a per-head log-scale of "
-                                                                       "the linear branch (not exportable yet)"})
+    learn_linear_scale: bool = field(default=True, metadata={"help": "learn a per-head log-scale of the linear branch "
+                                                                      "(a mixing parameter, data-initialised; see "
+                                                                      "docs/distill.md)"})
     linear_scale_lr_mult: float = 30.0
     # runtime
     seed: int = 0
@@ -247,7 +248,8 @@ def build_stage1_model(cfg: Stage1Config, device: torch.device):
     model.requires_grad_(False)
     convert_wan_to_rehyat(model, parse_blocks(cfg.blocks), chunk_frames=cfg.chunk_frames,
                           overlap_frames=cfg.overlap_frames, causal=cfg.causal, feature_map=cfg.feature_map,
-                          feature_map_kwargs=cfg.feature_map_kwargs, seed=cfg.seed)
+                          feature_map_kwargs=cfg.feature_map_kwargs, seed=cfg.seed,
+                          linear_scale=cfg.learn_linear_scale)
     settings = DistillSettings(student_kind=cfg.student_kind, loss=cfg.loss, output_weight=cfg.output_loss_weight,
                                xent_weight=cfg.xent_weight, xent_queries=cfg.xent_queries,
                                linear_scale=cfg.learn_linear_scale)
@@ -450,10 +452,7 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
     summary = {"stage": "stage1", "step": step, "finished": step >= cfg.steps, "last_loss": last_loss,
                "resumed_from": resumed, "blocks": blocks, "student_kind": cfg.student_kind,
                "elapsed_s": time.time() - t0, "world_size": info.world_size}
-    if step >= cfg.steps and cfg.learn_linear_scale:
-        summary["export_note"] = ("not exported: the Wan processor has no linear_log_scale parameter yet; the trained "
-                                  "phi and scales are in the last resume checkpoint")
-    elif step >= cfg.steps:
+    if step >= cfg.steps:
         if info.is_main:
             from rehyat.wan.checkpoint import save_rehyat
             from .teacher_forcing import disable_distillation

@@ -167,10 +167,7 @@ class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
         kind = get_attention_kind(kind_name)
         fq = fk = None
         if kind.needs_features:
-            fq, fk = self.phi_q(q), self.phi_k(k)
-            gamma = getattr(self, "linear_log_scale", None)
-            if gamma is not None:
-                fk = fk * gamma.exp().to(fk.dtype).view(1, 1, -1, 1)
+            fq, fk = self.features(q, k)
         y = kind(q, k, v, fq, fk, frame_tokens=self.frame_tokens, chunk_frames=self.chunk_frames,
                  overlap_frames=self.overlap_frames, causal=self.causal)
         return y, fq, fk
@@ -229,9 +226,8 @@ def enable_distillation(transformer, settings: DistillSettings) -> dict[int, Dis
         p.__class__ = DistillWanAttnProcessor
         p._distill = settings
         p._distill_block = i
-        if settings.linear_scale and not hasattr(p, "linear_log_scale"):
-            dev = next(p.parameters()).device
-            p.register_parameter("linear_log_scale", torch.nn.Parameter(torch.zeros(p.num_heads, device=dev)))
+        if settings.linear_scale and not p.linear_scale:
+            raise ValueError("linear_scale distillation needs a transformer converted with linear_scale=True")
     return procs
 
 

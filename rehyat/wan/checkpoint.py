@@ -22,7 +22,9 @@ import torch
 from diffusers import WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 
-from .convert import convert_wan_to_rehyat, feature_map_state_dict, get_rehyat_config, rehyat_processors
+from .convert import (
+    ReHyAtConfig, convert_wan_to_rehyat, feature_map_state_dict, get_rehyat_config, rehyat_processors,
+)
 
 FORMAT = "rehyat-wan"
 FORMAT_VERSION = 1
@@ -180,9 +182,10 @@ def load_rehyat(path: str | os.PathLike, base_model: str | os.PathLike | None = 
         base = resolve_base_model(path, base_model)
         transformer = load_base_transformer(base, torch_dtype=torch_dtype)
         _check_arch(dict(transformer.config), meta["base_transformer_config"], str(base))
-    convert_wan_to_rehyat(transformer, cfg["blocks"], chunk_frames=cfg["chunk_frames"],
-                          overlap_frames=cfg["overlap_frames"], causal=cfg["causal"], feature_map=cfg["feature_map"],
-                          feature_map_kwargs=cfg["feature_map_kwargs"], seed=0)
+    rc = ReHyAtConfig.from_dict(cfg)  # configs written before a field existed get its default
+    convert_wan_to_rehyat(transformer, rc.blocks, chunk_frames=rc.chunk_frames, overlap_frames=rc.overlap_frames,
+                          causal=rc.causal, feature_map=rc.feature_map, feature_map_kwargs=rc.feature_map_kwargs,
+                          linear_scale=rc.linear_scale, seed=0)
     state = load_file(str(Path(path) / WEIGHTS_NAME))
     expected = set(feature_map_state_dict(transformer))
     if meta["weights"] == "full":

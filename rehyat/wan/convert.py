@@ -37,6 +37,7 @@ class ReHyAtConfig:
     causal: bool = False
     feature_map: str = "polynomial"
     feature_map_kwargs: dict = field(default_factory=dict)
+    linear_scale: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,6 +123,7 @@ def convert_wan_to_rehyat(
     transformer: WanTransformer3DModel, blocks: str | int | Iterable[int] | None = "all", *,
     chunk_frames: int = 3, overlap_frames: int = 1, causal: bool = False, feature_map: str = "polynomial",
     feature_map_kwargs: dict | None = None, seed: int | None = None, softmax_backend: str | None = None,
+    linear_scale: bool = False,
 ) -> WanTransformer3DModel:
     """Install ReHyAt on ``attn1`` of the chosen blocks of ``transformer`` (in place; returns it).
 
@@ -135,7 +137,8 @@ def convert_wan_to_rehyat(
         raise ValueError("transformer is already ReHyAt-converted")
     idx = resolve_blocks(blocks, len(transformer.blocks))
     cfg = ReHyAtConfig(blocks=idx, chunk_frames=int(chunk_frames), overlap_frames=int(overlap_frames),
-                       causal=bool(causal), feature_map=feature_map, feature_map_kwargs=dict(feature_map_kwargs or {}))
+                       causal=bool(causal), feature_map=feature_map, feature_map_kwargs=dict(feature_map_kwargs or {}),
+                       linear_scale=bool(linear_scale))
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with rng:
         if seed is not None:
@@ -147,6 +150,7 @@ def convert_wan_to_rehyat(
                 attn.heads, attn.inner_dim // attn.heads, chunk_frames=cfg.chunk_frames,
                 overlap_frames=cfg.overlap_frames, causal=cfg.causal, feature_map=cfg.feature_map,
                 feature_map_kwargs=cfg.feature_map_kwargs, softmax_backend=softmax_backend,
+                linear_scale=cfg.linear_scale,
             ).to(device=w.device, dtype=w.dtype)
             attn.set_processor(proc)
     transformer.rehyat_config = cfg

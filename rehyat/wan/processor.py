@@ -57,11 +57,16 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
         feature_map: a name registered in :data:`rehyat.feature_maps.FEATURE_MAPS`.
         feature_map_kwargs: extra constructor kwargs of the feature map (same for phi_q and phi_k).
         softmax_backend: forwarded to the op (``None`` = its default selection).
+        linear_scale: hold a learnable per-head log-scale ``linear_log_scale`` (a mixing parameter) that multiplies
+            phi_k by ``exp(gamma_h)``.  ``fq . fk`` stands in for ``exp(s)`` itself, so it must match the absolute size
+            of the scores; the scale lets distillation reach score magnitudes (log-sum-exp ~30 in the proxy teacher)
+            that a bounded feature map cannot, without which the linear branch gets ~e^-18 of the weight and does not
+            train (docs/distill.md).
     """
 
     def __init__(self, num_heads: int, head_dim: int, *, chunk_frames: int = 3, overlap_frames: int = 1,
                  causal: bool = False, feature_map: str = "polynomial", feature_map_kwargs: dict | None = None,
-                 softmax_backend: str | None = None):
+                 softmax_backend: str | None = None, linear_scale: bool = False):
         nn.Module.__init__(self)
         if chunk_frames < 1 or overlap_frames < 0:
             raise ValueError(f"need chunk_frames >= 1 and overlap_frames >= 0, got {chunk_frames}, {overlap_frames}")
@@ -72,6 +77,9 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
         self.chunk_frames, self.overlap_frames, self.causal = int(chunk_frames), int(overlap_frames), bool(causal)
         self.feature_map, self.feature_map_kwargs = feature_map, kw
         self.softmax_backend = softmax_backend
+        self.linear_scale = bool(linear_scale)
+        if self.linear_scale:
+            self.linear_log_scale = nn.Parameter(torch.zeros(num_heads))
         # Geometry of the current forward, written by the transformer's pre-hook (or the recurrent sweep).
         self.latent_frames: int | None = None
         self.frame_tokens: int | None = None
@@ -81,6 +89,13 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
     def extra_repr(self) -> str:
         return (f"chunk_frames={self.chunk_frames}, overlap_frames={self.overlap_frames}, causal={self.causal}, "
                 f"feature_map={self.feature_map!r}")
+
+    def features(self, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
+        """phi_q(query), phi_k(key) (times ``exp(linear_log_scale)`` per head when enabled).  [B,N,H,D] -> [B,N,H,F]."""
+        fq, fk = self.phi_q(query), self.phi_k(key)
+        if self.linear_scale:
+            fk = fk * self.linear_log_scale.exp().to(fk.dtype).view(1, 1, -1, 1)
+        return fq, fk
 
     def set_geometry(self, latent_frames: int, frame_tokens: int) -> None:
         self.latent_frames, self.frame_tokens = int(latent_frames), int(frame_tokens)
@@ -107,7 +122,7 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
         if rotary_emb is not None:
             query = apply_wan_rotary_emb(query, *rotary_emb)
             key = apply_wan_rotary_emb(key, *rotary_emb)
-        fq, fk = self.phi_q(query), self.phi_k(key)
+        fq, fk = self.features(query, key)
 
         if self._step is not None:
             out, self._step.state = hybrid_attention_step(

@@ -110,3 +110,37 @@ def test_pipeline_from_locally_saved_wan_folder(tiny_root):
     assert all(torch.equal(v, sd_r[k]) for k, v in sd_b.items())  # base weights identical, phi added
     with pytest.raises(BaseCheckpointNotFoundError, match="does not exist"):
         load_pipeline(tiny_root / "missing-folder")
+
+
+def test_linear_scale_is_a_saved_mixing_parameter(tmp_path):
+    """linear_scale=True adds one per-head log-scale per converted block; it multiplies phi_k and round-trips."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from rehyat.wan.checkpoint import load_rehyat, save_rehyat
+    from rehyat.wan.convert import convert_wan_to_rehyat, rehyat_processors
+
+    cfg = {"patch_size": (1, 2, 2), "num_attention_heads": 2, "attention_head_dim": 12, "in_channels": 4,
+           "out_channels": 4, "text_dim": 16, "freq_dim": 256, "ffn_dim": 32, "num_layers": 2,
+           "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": 32}
+    torch.manual_seed(0)
+    base = WanTransformer3DModel(**cfg).eval()
+    base_dir = tmp_path / "base"
+    base.save_pretrained(base_dir)
+    model = convert_wan_to_rehyat(base, [1], chunk_frames=1, overlap_frames=0, causal=True, seed=0, linear_scale=True)
+    proc = rehyat_processors(model)[1]
+    q, k = torch.randn(1, 8, 2, 12), torch.randn(1, 8, 2, 12)
+    fq0, fk0 = proc.features(q, k)
+    with torch.no_grad():
+        proc.linear_log_scale.copy_(torch.tensor([0.5, -1.0]))
+    fq1, fk1 = proc.features(q, k)
+    torch.testing.assert_close(fq1, fq0)
+    torch.testing.assert_close(fk1, fk0 * torch.tensor([0.5, -1.0]).exp().view(1, 1, 2, 1))
+    x, t, e = torch.randn(1, 4, 3, 8, 8), torch.tensor([500]), torch.randn(1, 5, 16)
+    with torch.no_grad():
+        y = model(x, t, e).sample
+    save_rehyat(model, tmp_path / "rh", base_model=base_dir)
+    loaded = load_rehyat(tmp_path / "rh")
+    torch.testing.assert_close(rehyat_processors(loaded)[1].linear_log_scale, proc.linear_log_scale)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, e).sample, y)
