@@ -15,7 +15,7 @@ call, :class:`rehyat.wan.memory.LiveTensorTracker`) and ``rss`` (VmHWM reset via
 re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed blocks leave RSS).  GPU: ``max_memory_allocated``.
 ``work`` columns subtract the returned output (same size as the input latent), which the caller owns.
 
-    # CPU, as recorded in docs/wan_benchmarks.md (three invocations; about 40 min on 2 shared cores)
+    # CPU, as recorded in BENCHMARKS.md (three invocations; about 40 min on 2 shared cores)
     python benchmarks/wan_model.py --device cpu --parts block --frames 9 17 33 65 --repeats 1 --warmup 1 --threads 2
     python benchmarks/wan_model.py --device cpu --parts model --model-frames 9 --layers 30 --model-repeats 1 \
         --model-warmup 0 --no-model-tracker --threads 2

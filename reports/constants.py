@@ -1,21 +1,13 @@
 """Dimension lists used to lay out tables and to flag absent dimensions (display only; no scoring happens here).
 
-VBench v1: 7 Quality + 9 Semantic dimensions (``docs``: shared reference vbench.md §1.1, §1.6).
-VBench-2.0: 18 dimensions in 5 categories (§3.1).
+One source of truth: the lists come from :mod:`evaluation.aggregate`, which scores with them (VBench v1: 7 Quality +
+9 Semantic dimensions; VBench-2.0: 18 dimensions in 5 categories).
 """
 
-VBENCH_QUALITY = ["subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
-                  "dynamic_degree", "aesthetic_quality", "imaging_quality"]
-VBENCH_SEMANTIC = ["object_class", "multiple_objects", "human_action", "color", "spatial_relationship", "scene",
-                   "appearance_style", "temporal_style", "overall_consistency"]
-VBENCH_DIMENSIONS = VBENCH_QUALITY + VBENCH_SEMANTIC
+from evaluation.aggregate import QUALITY_LIST, SEMANTIC_LIST, V2_CATEGORIES, V2_DIMENSIONS
 
-VBENCH2_CATEGORIES = {
-    "Human Fidelity": ["Human_Anatomy", "Human_Identity", "Human_Clothes"],
-    "Creativity": ["Diversity", "Composition"],
-    "Controllability": ["Dynamic_Spatial_Relationship", "Dynamic_Attribute", "Motion_Order_Understanding",
-                        "Human_Interaction", "Complex_Landscape", "Complex_Plot", "Camera_Motion"],
-    "Commonsense": ["Motion_Rationality", "Instance_Preservation"],
-    "Physics": ["Mechanics", "Thermotics", "Material", "Multi-View_Consistency"],
-}
-VBENCH2_DIMENSIONS = [d for dims in VBENCH2_CATEGORIES.values() for d in dims]
+VBENCH_QUALITY = list(QUALITY_LIST)
+VBENCH_SEMANTIC = list(SEMANTIC_LIST)
+VBENCH_DIMENSIONS = VBENCH_QUALITY + VBENCH_SEMANTIC
+VBENCH2_CATEGORIES = {k: list(v) for k, v in V2_CATEGORIES.items()}
+VBENCH2_DIMENSIONS = list(V2_DIMENSIONS)

@@ -89,18 +89,11 @@ class KindAttnProcessor(nn.Module):
         self.latent_frames, self.frame_tokens = int(latent_frames), int(frame_tokens)
 
     def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None, **kw):
-        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
-
-        from rehyat.wan.processor import apply_wan_rotary_emb
+        from rehyat.wan.processor import wan_self_attention_qkv
 
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("KindAttnProcessor is a self-attention processor without mask")
-        q, k, v = _get_qkv_projections(attn, hidden_states, None)
-        q = attn.norm_q(q).unflatten(2, (attn.heads, -1))
-        k = attn.norm_k(k).unflatten(2, (attn.heads, -1))
-        v = v.unflatten(2, (attn.heads, -1))
-        if rotary_emb is not None:
-            q, k = apply_wan_rotary_emb(q, *rotary_emb), apply_wan_rotary_emb(k, *rotary_emb)
+        q, k, v = wan_self_attention_qkv(attn, hidden_states, rotary_emb)
         c = self.cfg
         out = self.kind(q, k, v, None, None, frame_tokens=self.frame_tokens, chunk_frames=c.chunk_frames or 1,
                         overlap_frames=c.overlap_frames or 0, causal=c.causal)

@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.transformers.transformer_wan import _get_qkv_projections
 
 from rehyat.attention import get_attention_kind
-from rehyat.wan.processor import ReHyAtWanAttnProcessor, apply_wan_rotary_emb
+from rehyat.wan.processor import ReHyAtWanAttnProcessor, wan_self_attention_qkv
 
 Tensor = torch.Tensor
 STUDENT_KINDS = ("hybrid", "linear", "chunk_local")
@@ -136,13 +135,7 @@ class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
             raise ValueError(f"unknown distillation mode {d.mode!r}")
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("DistillWanAttnProcessor is a self-attention processor without masks")
-        query, key, value = _get_qkv_projections(attn, hidden_states, None)
-        query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
-        key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
-        value = value.unflatten(2, (attn.heads, -1))
-        if rotary_emb is not None:
-            query = apply_wan_rotary_emb(query, *rotary_emb)
-            key = apply_wan_rotary_emb(key, *rotary_emb)
+        query, key, value = wan_self_attention_qkv(attn, hidden_states, rotary_emb)
         if d.on_qkv is not None:
             d.on_qkv(self._distill_block, query, key, value)
         teacher = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2),

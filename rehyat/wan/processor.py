@@ -39,6 +39,23 @@ def apply_wan_rotary_emb(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) -> Ten
     return out.type_as(x)
 
 
+def wan_self_attention_qkv(attn: WanAttention, hidden_states: Tensor, rotary_emb: tuple[Tensor, Tensor] | None
+                           ) -> tuple[Tensor, Tensor, Tensor]:
+    """Wan's self-attention inputs: projections, QK-norm, head split and RoPE.  [B, S, C] -> 3 x [B, S, H, D].
+
+    The one place that mirrors ``WanAttnProcessor`` up to the attention call; every processor of ours (ReHyAt, the
+    distillation teacher-forcing one, the efficiency sweep's kind processor) takes q, k, v from here.
+    """
+    query, key, value = _get_qkv_projections(attn, hidden_states, None)
+    query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
+    key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
+    value = value.unflatten(2, (attn.heads, -1))
+    if rotary_emb is not None:
+        query = apply_wan_rotary_emb(query, *rotary_emb)
+        key = apply_wan_rotary_emb(key, *rotary_emb)
+    return query, key, value
+
+
 @dataclass
 class _StepSlot:
     """Recurrent state holder of one converted layer during a recurrent sweep (see ``rehyat.wan.recurrent``)."""
@@ -115,13 +132,7 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
             raise ValueError(f"sequence length {hidden_states.shape[1]} != latent_frames {self.latent_frames} x "
                              f"frame_tokens {self.frame_tokens}")
 
-        query, key, value = _get_qkv_projections(attn, hidden_states, None)
-        query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
-        key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
-        value = value.unflatten(2, (attn.heads, -1))
-        if rotary_emb is not None:
-            query = apply_wan_rotary_emb(query, *rotary_emb)
-            key = apply_wan_rotary_emb(key, *rotary_emb)
+        query, key, value = wan_self_attention_qkv(attn, hidden_states, rotary_emb)
         fq, fk = self.features(query, key)
 
         if self._step is not None:

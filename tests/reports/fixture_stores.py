@@ -18,7 +18,7 @@ PROV = {"versions": {"torch": "2.8.0", "diffusers": "0.42.1", "vbench": "0.1.5"}
 V1_COMPLETE_MODEL = "wan2.1-1.3b"
 V1_COMPLETE = {
     "subject_consistency": 0.9512, "background_consistency": 0.9634, "temporal_flickering": 0.9801,
-    "motion_smoothness": 0.9823, "dynamic_degree": 0.6111, "aesthetic_quality": 0.6220, "imaging_quality": 0.6745,
+    "motion_smoothness": 0.9823, "aesthetic_quality": 0.6220, "imaging_quality": 0.6745, "dynamic_degree": 0.6111,
     "object_class": 0.8512, "multiple_objects": 0.6930, "human_action": 0.9400, "color": 0.8820,
     "spatial_relationship": 0.7490, "scene": 0.4310, "appearance_style": 0.2199, "temporal_style": 0.2380,
     "overall_consistency": 0.2600,
