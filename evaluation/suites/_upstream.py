@@ -2,6 +2,8 @@
 functions (in-process or through another interpreter), and turning their output into store records."""
 from __future__ import annotations
 
+import math
+
 import importlib
 import json
 import os
@@ -240,7 +242,9 @@ class UpstreamSuite(Suite):
                 if not scores:
                     return agg("error", message=f"{dim.name}: upstream scored none of {len(valid)} video(s)",
                                **prov_common)
-                agg_score = float(np.mean(scores))
+                # exactly rounded, so the aggregate does not depend on the order in which (resumed) chunks were
+                # scored; upstream's np.mean in its listing order can differ from it in the last bit
+                agg_score = math.fsum(scores) / len(scores)
                 details = {"n_videos": len(scores), "aggregation": "mean over videos (as upstream)"}
             else:
                 agg_score = self._score(ctx, dim, label, valid, submodules, work, "all", runner, python, status,
