@@ -24,9 +24,17 @@ def frame_statistics(fk: Tensor, v: Tensor, frame_tokens: int) -> tuple[Tensor, 
     acc = accum_dtype(v)
     fk_t = fk.to(acc).reshape(b, t, frame_tokens, h, f)
     v_t = v.to(acc).reshape(b, t, frame_tokens, h, v.shape[-1])
-    s = torch.einsum("btnhf,btnhd->bthfd", fk_t, v_t)
-    z = fk_t.sum(dim=2)
-    return s, z
+    return key_value_sum(fk_t, v_t), fk_t.sum(dim=2)
+
+
+def key_value_sum(fk: Tensor, v: Tensor) -> Tensor:
+    """``sum_n fk_n v_n^T`` per head.  fk: [..., n, H, F], v: [..., n, H, D]  ->  [..., H, F, D].
+
+    One matmul per head on strided views: BLAS reads the [n, F] / [n, D] slices in place, where a single einsum first
+    copies fk and v into head-major layout (4x slower at the Wan shape: 2.3 s vs 0.5 s for 41 frames).
+    """
+    h = fk.shape[-2]
+    return torch.stack([torch.matmul(fk[..., i, :].transpose(-1, -2), v[..., i, :]) for i in range(h)], dim=-3)
 
 
 def exclusive_prefix(x: Tensor, dim: int = 1) -> Tensor:
@@ -46,7 +54,7 @@ def read_out(fq: Tensor, s: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
 
     fq: [B, n, H, F], s: [B, H, F, D], z: [B, H, F]  ->  a: [B, n, H, D], n_l: [B, n, H]  (accumulation dtype)
     """
-    fq_a = fq.to(s.dtype)
-    a = torch.einsum("bnhf,bhfd->bnhd", fq_a, s)
-    n_l = torch.einsum("bnhf,bhf->bnh", fq_a, z)
+    fq_a = fq.to(s.dtype).transpose(1, 2)  # [B, H, n, F] view
+    a = torch.matmul(fq_a, s).transpose(1, 2)
+    n_l = torch.matmul(fq_a, z.unsqueeze(-1)).squeeze(-1).transpose(1, 2)
     return a, n_l

@@ -15,7 +15,7 @@ import torch
 
 from .combine import joint_normalise
 from .geometry import ChunkGeometry
-from .linear_branch import accum_dtype, read_out
+from .linear_branch import accum_dtype, key_value_sum, read_out
 from .softmax_lse import default_scale, softmax_with_lse
 
 Tensor = torch.Tensor
@@ -79,7 +79,7 @@ def hybrid_attention_step(
     acc = state.s.dtype
     fk_out, v_out = win_fk[:, :flush].to(acc), win_v[:, :flush].to(acc)
     new_state = HybridState(
-        s=state.s + torch.einsum("bnhf,bnhd->bhfd", fk_out, v_out),
+        s=state.s + key_value_sum(fk_out, v_out),
         z=state.z + fk_out.sum(dim=1),
         # own copies: a slice would keep the whole (T_o + T_c)-frame window's storage alive between chunks
         tail_k=win_k[:, flush:].clone(),
