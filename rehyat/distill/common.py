@@ -341,6 +341,48 @@ class CheckpointManager:
         rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
         return state, rng
 
+    def save_training(self, step: int, model, opt, sched, config_hash: str) -> Path:
+        """Trainable tensors, optimiser, schedule and every rank's RNG at ``step`` (both stages use this)."""
+        return self.save(step, {"step": step, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
+                                "scheduler": sched.state_dict(), "config_hash": config_hash,
+                                "world_size": self.info.world_size}, rng_state())
+
+    def resume_training(self, model, opt, sched, config_hash: str) -> int | None:
+        """Restore the latest checkpoint written by :meth:`save_training`; returns its step (``None``: none found).
+
+        Refuses a checkpoint of another configuration or another world size (the data split depends on it)."""
+        latest = self.latest()
+        if latest is None:
+            return None
+        state, rng = self.load(latest)
+        if state["config_hash"] != config_hash:
+            raise ValueError(f"{latest} was written with a different configuration ({state['config_hash']} != "
+                             f"{config_hash}); use a new --out or --no-resume")
+        if state["world_size"] != self.info.world_size:
+            raise ValueError(f"{latest} was written by {state['world_size']} ranks, this run has "
+                             f"{self.info.world_size} (the data split depends on it)")
+        load_trainable_state(model, state["trainable"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if rng is not None:
+            set_rng_state(rng)
+        return int(state["step"])
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    want = {k for k, v in params.items() if v.requires_grad}
+    if set(state) != want:
+        raise ValueError(f"checkpoint trainable tensors do not match the model: missing {sorted(want - set(state))[:4]}"
+                         f", unexpected {sorted(set(state) - want)[:4]}")
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Metrics (JSONL, rank 0) and progress

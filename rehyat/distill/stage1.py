@@ -27,8 +27,8 @@ import torch
 
 from .common import (CONFIG_NAME, EXPORT_DIR, SUMMARY_NAME, CheckpointManager, DistInfo, MetricsWriter,
                      SimulatedKill, all_reduce_mean_, atomic_write_json, barrier, config_hash, generator,
-                     init_distributed, lr_lambda, maybe_autocast, parse_blocks, progress, rng_state,
-                     seed_everything, set_rng_state, shutdown_distributed, versions)
+                     init_distributed, lr_lambda, maybe_autocast, parse_blocks, progress,
+                     seed_everything, shutdown_distributed, versions)
 from .data import LatentDataset, RandomPrompts
 from .flow import FlowMatching
 from .models import load_teacher, parse_dtype
@@ -262,21 +262,6 @@ def build_stage1_model(cfg: Stage1Config, device: torch.device):
     return model, procs, settings, base
 
 
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
-
-
-def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    want = {k for k, v in params.items() if v.requires_grad}
-    if set(state) != want:
-        raise ValueError(f"checkpoint trainable tensors do not match the model: missing {sorted(want - set(state))[:4]}"
-                         f", unexpected {sorted(set(state) - want)[:4]}")
-    with torch.no_grad():
-        for k, v in state.items():
-            params[k].copy_(v)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------------------------
@@ -364,22 +349,8 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
     ckpt = CheckpointManager(out, info, cfg.keep_checkpoints)
     chash = config_hash(cfg, _RESUME_FREE)
 
-    start, resumed = 0, None
-    latest = ckpt.latest() if cfg.resume else None
-    if latest is not None:
-        state, rng = ckpt.load(latest)
-        if state["config_hash"] != chash:
-            raise ValueError(f"{latest} was written with a different configuration ({state['config_hash']} != "
-                             f"{chash}); use a new --out or --no-resume")
-        if state["world_size"] != info.world_size:
-            raise ValueError(f"{latest} was written by {state['world_size']} ranks, this run has {info.world_size} "
-                             f"(the data split depends on it)")
-        load_trainable_state(model, state["trainable"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = resumed = int(state["step"])
-        if rng is not None:
-            set_rng_state(rng)
+    resumed = ckpt.resume_training(model, opt, sched, chash) if cfg.resume else None
+    start = resumed or 0
     metrics = MetricsWriter(out, info, resume_step=resumed)
     if info.is_main:
         atomic_write_json(out / CONFIG_NAME, {"stage": "stage1", "config": dataclasses.asdict(cfg),
@@ -387,9 +358,7 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
                                               "world_size": info.world_size, "versions": versions()})
 
     def save(step: int):
-        ckpt.save(step, {"step": step, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "config_hash": chash, "world_size": info.world_size},
-                 rng_state())
+        ckpt.save_training(step, model, opt, sched, chash)
 
     all_params = [p for g in groups for p in g["params"]]
     bar = progress(cfg.steps, start, "stage1", cfg.progress and info.is_main)

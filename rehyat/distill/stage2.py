@@ -21,12 +21,11 @@ import torch
 
 from .common import (CONFIG_NAME, EXPORT_DIR, SUMMARY_NAME, CheckpointManager, DistInfo, MetricsWriter,
                      SimulatedKill, atomic_write_json, barrier, config_hash, generator, init_distributed, lr_lambda,
-                     make_optimizer, maybe_autocast, progress, rng_state, seed_everything, set_rng_state,
+                     make_optimizer, maybe_autocast, progress, seed_everything,
                      shutdown_distributed, versions)
 from .data import LatentDataset
 from .flow import FlowMatching, flow_matching_loss
 from .models import parse_dtype, resolve_student
-from .stage1 import load_trainable_state, trainable_state
 
 TRAINABLE = ("all", "phi", "lora", "lora+phi")
 _RESUME_FREE = ("steps", "out", "progress", "resume", "stop_after", "checkpoint_every", "keep_checkpoints",
@@ -190,20 +189,8 @@ def _train(cfg: Stage2Config, info: DistInfo, fail_at_step) -> dict:
     sampler = Stage2Sampler(cfg, info)
     ckpt = CheckpointManager(out, info, cfg.keep_checkpoints)
     chash = config_hash(cfg, _RESUME_FREE)
-    start, resumed = 0, None
-    latest = ckpt.latest() if cfg.resume else None
-    if latest is not None:
-        state, rng = ckpt.load(latest)
-        if state["config_hash"] != chash:
-            raise ValueError(f"{latest} was written with a different configuration; use a new --out or --no-resume")
-        if state["world_size"] != info.world_size:
-            raise ValueError(f"{latest} was written by {state['world_size']} ranks, this run has {info.world_size}")
-        load_trainable_state(model, state["trainable"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = resumed = int(state["step"])
-        if rng is not None:
-            set_rng_state(rng)
+    resumed = ckpt.resume_training(model, opt, sched, chash) if cfg.resume else None
+    start = resumed or 0
     ddp = model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -218,9 +205,7 @@ def _train(cfg: Stage2Config, info: DistInfo, fail_at_step) -> dict:
                                               "versions": versions()})
 
     def save(step: int):
-        ckpt.save(step, {"step": step, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "config_hash": chash, "world_size": info.world_size},
-                 rng_state())
+        ckpt.save_training(step, model, opt, sched, chash)
 
     bar = progress(cfg.steps, start, "stage2", cfg.progress and info.is_main)
     t0, step, last = time.time(), start, None
