@@ -27,11 +27,16 @@ def num(x: Any, digits: int = 4) -> str:
         v = float(x)
     except (TypeError, ValueError):
         return str(x)
+    return _special(v) or f"{v:.{digits}f}"
+
+
+def _special(v: float) -> str | None:
+    """The label of a non-finite value (``—`` for NaN, ``inf``/``-inf``), ``None`` for a finite one."""
     if math.isnan(v):
         return MISSING
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
-    return f"{v:.{digits}f}"
+    return None
 
 
 def sci(x: Any, digits: int = 3) -> str:
@@ -39,18 +44,14 @@ def sci(x: Any, digits: int = 3) -> str:
     if is_missing(x):
         return MISSING
     v = float(x)
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:.{digits}e}"
+    return _special(v) or f"{v:.{digits}e}"
 
 
 def pct(x: Any, digits: int = 1) -> str:
     if is_missing(x):
         return MISSING
     v = float(x)
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{100.0 * v:.{digits}f}%"
+    return _special(v) or f"{100.0 * v:.{digits}f}%"
 
 
 def interval(lo: Any, hi: Any, f=num) -> str:
