@@ -5,7 +5,7 @@ one to one: only matrix products count (``2*M*N*K`` each; SDPA = QK^T + PV), ele
 cumsum, the joint normaliser) counts 0.  The formulas mirror the matrix products our implementations issue:
 
 * ``softmax``      SDPA over all N keys: ``4 B H N^2 D``.
-* ``hybrid``       per chunk SDPA over its window ``4 B H n_c n_w D``; linear branch ``2 B H N F D`` (per-frame
+* ``hybrid``       per chunk SDPA over its window ``4 B H n_c n_w D``; linear branch ``2 B H N F D`` (per-span
                    ``fk v^T``) + ``2 B H N F D`` (read-out ``fq S``) + ``2 B H N F`` (denominator ``fq z``).
 * ``hybrid_recurrent`` as hybrid, but the state update only covers flushed tokens: ``2 B H (N - n_tail) F D``.
 * ``linear``       ``4 B H N F D + 2 B H N F``.
@@ -14,7 +14,7 @@ cumsum, the joint normaliser) counts 0.  The formulas mirror the matrix products
 Activation memory (bytes) is the peak of the tensors our implementation keeps alive in inference (no autograd), an
 estimate documented per kind in :func:`attention_memory`; it excludes weights.
 
-``register_cpu_flash_flop_formula()`` teaches FlopCounterMode the CPU fused-attention op (it counts 0 otherwise).
+``register_missing_flop_formulas()`` teaches FlopCounterMode the CPU fused-attention op and ``mv`` (it counts 0 otherwise).
 """
 
 from __future__ import annotations
@@ -115,21 +115,24 @@ def attention_memory(spec: AttentionSpec, *, batch: int, heads: int, head_dim: i
                      dtype: str = "float32") -> int:
     """Peak activation bytes of the attention core in inference (inputs q, k, v, features and output included).
 
-    softmax (fused): q, k, v, o.  hybrid: q, k, v, fq, fk, o + per-frame ``fk v^T`` statistics with their prefix (and,
-    bidirectionally, suffix) sums in fp32.  hybrid_recurrent: one chunk's q, k, v, fq, fk, o + its window's k, v, fk
-    + the state (S, z, T_o-frame tail) -- independent of the number of frames.  linear: like hybrid without the
-    window.  chunk_local: q, k, v, o.
+    softmax (fused): q, k, v, o.  hybrid: q, k, v, fq, fk, o + the linear branch's fp32 states: one ``(S, z)`` per frame
+    span between window edges (:meth:`ChunkGeometry.linear_cuts`) plus their prefix (and, bidirectionally, suffix)
+    running sums.  hybrid_recurrent: one chunk's q, k, v, fq, fk, o + its window's k, v, fk + the state (S, z,
+    T_o-frame tail) -- independent of the number of frames.  linear: like hybrid, with the window in the linear set.
+    chunk_local: q, k, v, o.  Per-chunk temporaries (softmax output of one batched call, read-out) are left out.
     """
     el, acc = BYTES[dtype], 4 if BYTES[dtype] < 8 else 8
     b, h, d, f = batch, heads, head_dim, spec.feature_dim
     n = frames * frame_tokens
     qkvo = 4 * b * n * h * d * el
     feats = 2 * b * n * h * f * el
-    stats = (frames * b * h * (f * d + f)) * acc
     if spec.kind in ("softmax", "chunk_local"):
         return qkvo
     if spec.kind in ("hybrid", "linear"):
-        return qkvo + feats + stats * (2 if spec.causal else 3)
+        geom = ChunkGeometry(frames, frame_tokens, spec.chunk_frames, spec.overlap_frames if spec.kind == "hybrid" else 0)
+        spans = len(geom.linear_cuts(spec.causal, include_window=spec.kind == "linear")) - 1
+        state = b * h * (f * d + f) * acc
+        return qkvo + feats + state * spans * (2 if spec.causal else 3)
     if spec.kind == "hybrid_recurrent":
         nc = min(spec.chunk_frames, frames) * frame_tokens
         tail = min(spec.overlap_frames, frames) * frame_tokens
@@ -240,25 +243,34 @@ def wan_model_flops(cfg: WanConfig, video: VideoShape, converted: dict[int, Atte
     return cost
 
 
-def register_cpu_flash_flop_formula() -> None:
-    """Make FlopCounterMode count PyTorch's CPU fused attention op like every other SDPA kernel (idempotent)."""
+def register_missing_flop_formulas() -> None:
+    """Teach FlopCounterMode the ops our kernels issue that it counts as 0 (idempotent).
+
+    * ``aten._scaled_dot_product_flash_attention_for_cpu``: PyTorch's CPU fused attention, counted like every other
+      SDPA kernel (QK^T + PV).
+    * ``aten.mv``: the linear branch's denominator ``fq . z`` runs as one gemv per (batch, head), ``2 M N`` FLOPs,
+      the same count a matmul with a one-column right side would get.
+    """
     import torch
     from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
 
-    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    if op in flop_registry:
-        return
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if flash not in flop_registry:
+        @register_flop_formula(flash)
+        def _cpu_flash_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_flop_count(query, key, value)
 
-    @register_flop_formula(op)
-    def _cpu_flash_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query, key, value)
+    if torch.ops.aten.mv not in flop_registry:
+        @register_flop_formula(torch.ops.aten.mv)
+        def _mv_flops(mat_shape, vec_shape, *args, out_shape=None, **kwargs) -> int:
+            return 2 * mat_shape[0] * mat_shape[1]
 
 
 def count_flops(fn, *args, **kwargs) -> int:
     """FLOPs of ``fn(*args, **kwargs)`` as FlopCounterMode counts them (CPU fused attention included)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    register_cpu_flash_flop_formula()
+    register_missing_flop_formulas()
     with FlopCounterMode(display=False) as counter:
         fn(*args, **kwargs)
     return counter.get_total_flops()

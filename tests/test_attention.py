@@ -254,3 +254,43 @@ def test_state_tail_does_not_keep_the_window_alive():
     _, state = hybrid_attention_step(q, k, v, fq, fk, None, frame_tokens=FRAME_TOKENS, overlap_frames=1)
     for t in (state.tail_k, state.tail_v, state.tail_fk):
         assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
+@pytest.mark.parametrize("tc,to", [(1, 0), (2, 1), (3, 1), (2, 3), (3, 0)], ids=lambda x: str(x))
+@pytest.mark.parametrize("frames", [1, 7, 12])
+def test_softmax_batches_are_equally_spaced_runs_of_chunks(tc, to, frames):
+    geom = ChunkGeometry(num_frames=frames, frame_tokens=1, chunk_frames=tc, overlap_frames=to)
+    for cap in (1, 2, 100):
+        groups = geom.batches(cap)
+        assert [ch for g in groups for ch in g] == geom.chunks()
+        for g in groups:
+            assert 1 <= len(g) <= cap
+            assert len({(c.end - c.start, c.window_end - c.window_start) for c in g}) == 1
+            # the batched call takes the windows as unfold(step = T_c frames) views, which needs equal spacing
+            assert all(b.window_start - a.window_start == tc == b.start - a.start for a, b in zip(g, g[1:]))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+def test_batched_softmax_calls_equal_one_call_per_chunk(causal, monkeypatch):
+    import rehyat.attention.chunked as chunked
+
+    kw = dict(frame_tokens=FRAME_TOKENS, chunk_frames=2, overlap_frames=1, causal=causal)
+    results = []
+    for rows in (1, 10**9):  # one chunk per call / every equal-length chunk in one call
+        monkeypatch.setattr(chunked, "ROWS_PER_SOFTMAX_CALL", rows)
+        inputs = [t.requires_grad_() for t in make_inputs(torch.float64, frames=11)]
+        y = hybrid_attention(*inputs, **kw)
+        y.backward(torch.ones_like(y))
+        results.append([y.detach(), *(t.grad for t in inputs), chunk_local_attention(*inputs[:3], **kw).detach()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_linear_cuts_cover_every_linear_set():
+    geom = ChunkGeometry(num_frames=10, frame_tokens=1, chunk_frames=3, overlap_frames=1)
+    for causal, include in itertools.product([False, True], [False, True]):
+        cuts = geom.linear_cuts(causal, include)
+        assert cuts[0] == 0 and cuts[-1] == 10 and cuts == sorted(set(cuts))
+        for ch in geom.chunks():
+            lo, hi = geom.linear_bounds(ch, causal, include)
+            assert lo in cuts and hi in cuts and lo <= hi

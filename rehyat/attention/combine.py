@@ -16,8 +16,12 @@ import torch
 Tensor = torch.Tensor
 
 
-def joint_normalise(o_s: Tensor, lse_s: Tensor, a_l: Tensor, n_l: Tensor) -> Tensor:
-    """o_s: [B, n, H, D], lse_s: [B, n, H], a_l: [B, n, H, D], n_l: [B, n, H]  ->  [B, n, H, D] (dtype of a_l)."""
+def joint_normalise(o_s: Tensor, lse_s: Tensor, a_l: Tensor, n_l: Tensor, out: Tensor | None = None) -> Tensor:
+    """o_s: [B, n, H, D], lse_s: [B, n, H], a_l: [B, n, H, D], n_l: [B, n, H]  ->  [B, n, H, D] (dtype of a_l).
+
+    ``out`` (a [B, n, H, D] view of a preallocated output, a_l's dtype; not differentiable) receives the result in
+    place: two passes over it and no temporaries.
+    """
     acc = a_l.dtype
     positive = n_l > 0
     n_safe = torch.where(positive, n_l, torch.ones_like(n_l))
@@ -26,4 +30,6 @@ def joint_normalise(o_s: Tensor, lse_s: Tensor, a_l: Tensor, n_l: Tensor) -> Ten
     # per-row coefficients first, so the [B, n, H, D] tensors are touched by one mul and one fused multiply-add
     c_s = torch.sigmoid(-w).unsqueeze(-1)
     c_l = (torch.sigmoid(w) / n_safe).unsqueeze(-1)
+    if out is not None:
+        return torch.mul(o_s, c_s, out=out).addcmul_(a_l, c_l)
     return torch.addcmul(o_s.to(acc) * c_s, a_l, c_l)

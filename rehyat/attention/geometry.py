@@ -60,3 +60,41 @@ class ChunkGeometry:
 
     def tokens(self, first_frame: int, end_frame: int) -> slice:
         return slice(first_frame * self.frame_tokens, end_frame * self.frame_tokens)
+
+    def linear_bounds(self, ch: Chunk, causal: bool, include_window: bool = False) -> tuple[int, int]:
+        """``(lo, hi)``: chunk ``ch``'s linear set is frames ``[0, lo)`` plus ``[hi, T)``.
+
+        causal: frames before the window (``hi = T``); bidirectional: every frame outside it.  ``include_window``
+        moves the window into the linear set (pure linear attention: causal = every frame up to the chunk's end).
+        """
+        t = self.num_frames
+        if include_window:
+            return (ch.window_end, t) if causal else (t, t)
+        return ch.window_start, (t if causal else ch.window_end)
+
+    def linear_cuts(self, causal: bool, include_window: bool = False) -> list[int]:
+        """Sorted frame indices where some chunk's linear set starts or stops, plus 0 and T.
+
+        The spans between consecutive cuts are the units the linear branch sums keys over: every linear set is a union
+        of whole spans (about two per chunk).
+        """
+        bounds = {b for ch in self.chunks() for b in self.linear_bounds(ch, causal, include_window)}
+        return sorted({0, self.num_frames} | bounds)
+
+    def batches(self, max_chunks: int) -> list[list[Chunk]]:
+        """Consecutive chunks grouped for one batched softmax call, at most ``max_chunks`` per group.
+
+        A group's chunks have equal query and window lengths, so their windows are equally spaced (``T_c`` frames
+        apart) slices of the key sequence.  Chunks whose window is clipped at frame 0, and a ragged last chunk, differ
+        in length from their neighbours and form groups of their own.
+        """
+        groups: list[list[Chunk]] = []
+        for ch in self.chunks():
+            g = groups[-1] if groups else None
+            if (g and len(g) < max_chunks and ch.end - ch.start == g[0].end - g[0].start
+                    and ch.window_end - ch.window_start == g[0].window_end - g[0].window_start):
+                g.append(ch)
+            else:
+                groups.append([ch])
+        return groups
+

@@ -1,4 +1,4 @@
-"""The linear branch: per-frame key statistics, their prefix/suffix sums, and the query read-out.
+"""The linear branch: key statistics over frame spans, their running sums, and the query read-out.
 
 All accumulation happens in ``accum_dtype(x)`` (fp32 for half/bf16 inputs, fp64 for fp64).
 """
@@ -14,39 +14,36 @@ def accum_dtype(t: Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def frame_statistics(fk: Tensor, v: Tensor, frame_tokens: int) -> tuple[Tensor, Tensor]:
-    """Per-frame sums ``S_f = sum_j fk_j v_j^T`` and ``z_f = sum_j fk_j`` over the tokens j of frame f.
+def span_statistics(fk: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Sums ``S = sum_j fk_j v_j^T`` and ``z = sum_j fk_j`` over all tokens j of a span.
 
-    fk: [B, N, H, F], v: [B, N, H, D]  ->  S: [B, T, H, F, D], z: [B, T, H, F]  (accumulation dtype)
+    fk: [B, n, H, F], v: [B, n, H, D]  ->  S: [B, H, F, D], z: [B, H, F]  (accumulation dtype)
     """
-    b, n, h, f = fk.shape
-    t = n // frame_tokens
     acc = accum_dtype(v)
-    fk_t = fk.to(acc).reshape(b, t, frame_tokens, h, f)
-    v_t = v.to(acc).reshape(b, t, frame_tokens, h, v.shape[-1])
-    return key_value_sum(fk_t, v_t), fk_t.sum(dim=2)
+    fk_a = fk.to(acc)
+    return key_value_sum(fk_a, v.to(acc)), fk_a.sum(dim=1)
 
 
 def key_value_sum(fk: Tensor, v: Tensor) -> Tensor:
     """``sum_n fk_n v_n^T`` per head.  fk: [..., n, H, F], v: [..., n, H, D]  ->  [..., H, F, D].
 
-    One matmul per head on strided views: BLAS reads the [n, F] / [n, D] slices in place, where a single einsum first
-    copies fk and v into head-major layout (4x slower at the Wan shape: 2.3 s vs 0.5 s for 41 frames).
+    One batched matmul on transposed views: BLAS reads the per-head [n, F] / [n, D] slices in place.  An einsum first
+    copies fk and v into head-major layout, and a Python loop of per-head matmuls runs short gemms; at the Wan shape
+    (12 heads, 1560-token frames, F=256, D=128) this form reaches ~150 GFLOP/s against 85-134 (loop) on 2 cores.
     """
-    h = fk.shape[-2]
-    return torch.stack([torch.matmul(fk[..., i, :].transpose(-1, -2), v[..., i, :]) for i in range(h)], dim=-3)
+    return torch.matmul(fk.transpose(-3, -2).transpose(-1, -2), v.transpose(-3, -2))
 
 
-def exclusive_prefix(x: Tensor, dim: int = 1) -> Tensor:
-    """P[f] = sum_{f' < f} x[f'], with one extra entry P[T] = total.  [B, T, ...] -> [B, T+1, ...]."""
-    zero = torch.zeros_like(x.narrow(dim, 0, 1))
-    return torch.cat([zero, x.cumsum(dim)], dim=dim)
+def running_sums(parts: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor] | None]:
+    """Inclusive running sums of a list of ``(S, z)`` pairs: entry i = parts[0] + ... + parts[i].
 
-
-def exclusive_suffix(x: Tensor, dim: int = 1) -> Tensor:
-    """Q[f] = sum_{f' >= f} x[f'], with Q[T] = 0.  [B, T, ...] -> [B, T+1, ...].  No subtraction, so no cancellation."""
-    zero = torch.zeros_like(x.narrow(dim, 0, 1))
-    return torch.cat([x.flip(dim).cumsum(dim).flip(dim), zero], dim=dim)
+    A handful of state-sized additions (one per span) instead of a cumsum over per-frame statistics.
+    """
+    out, run = [], None
+    for s, z in parts:
+        run = (s, z) if run is None else (run[0] + s, run[1] + z)
+        out.append(run)
+    return out
 
 
 def read_out(fq: Tensor, s: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,7 +51,17 @@ def read_out(fq: Tensor, s: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
 
     fq: [B, n, H, F], s: [B, H, F, D], z: [B, H, F]  ->  a: [B, n, H, D], n_l: [B, n, H]  (accumulation dtype)
     """
-    fq_a = fq.to(s.dtype).transpose(1, 2)  # [B, H, n, F] view
-    a = torch.matmul(fq_a, s).transpose(1, 2)
-    n_l = torch.matmul(fq_a, z.unsqueeze(-1)).squeeze(-1).transpose(1, 2)
-    return a, n_l
+    fq_a = fq.to(s.dtype)
+    a = torch.matmul(fq_a.transpose(1, 2), s).transpose(1, 2)
+    return a, row_dot(fq_a, z)
+
+
+def row_dot(x: Tensor, z: Tensor) -> Tensor:
+    """``x[b, n, h] . z[b, h]``.  x: [B, n, H, F], z: [B, H, F]  ->  [B, n, H].
+
+    One matrix-vector product per (batch, head): a memory-bound gemv reads the strided [n, F] slice at full bandwidth,
+    where a batched matmul with a 1-column right side (or mul + sum) runs 4-5x slower (3.5 ms vs 15-19 ms for
+    4680 x 12 x 256 fp32 rows on 2 cores).
+    """
+    return torch.stack([torch.stack([torch.mv(x[b, :, i], z[b, i]) for i in range(x.shape[2])], dim=-1)
+                        for b in range(x.shape[0])])
