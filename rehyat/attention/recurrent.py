@@ -49,6 +49,13 @@ class HybridState:
         return sum(t.numel() * t.element_size() for t in (self.s, self.z, self.tail_k, self.tail_v, self.tail_fk))
 
 
+def _parts(tail: Tensor, chunk: Tensor, start: int, end: int) -> list[Tensor]:
+    """Non-empty views of tokens ``[start, end)`` of ``cat([tail, chunk], dim=1)``, without concatenating."""
+    n = tail.shape[1]
+    pieces = [tail[:, start:min(end, n)], chunk[:, max(start - n, 0):max(end - n, 0)]]
+    return [p for p in pieces if p.shape[1]] or [chunk[:, :0]]
+
+
 def hybrid_attention_step(
     q: Tensor, k: Tensor, v: Tensor, fq: Tensor, fk: Tensor, state: HybridState | None, *,
     frame_tokens: int, overlap_frames: int = 0, scale: float | None = None, softmax_backend: str | None = None,
@@ -68,23 +75,26 @@ def hybrid_attention_step(
 
     win_k = torch.cat([state.tail_k, k], dim=1)
     win_v = torch.cat([state.tail_v, v], dim=1)
-    win_fk = torch.cat([state.tail_fk, fk], dim=1)
     o_s, lse = softmax_with_lse(q.transpose(1, 2), win_k.transpose(1, 2), win_v.transpose(1, 2), scale, softmax_backend)
     a_l, n_l = read_out(fq, state.s, state.z)
     out = joint_normalise(o_s.transpose(1, 2), lse.transpose(1, 2), a_l, n_l).to(v.dtype)
 
-    # Frames of the window that no later chunk's softmax window will contain move into (S, z).
+    # Frames of the window that no later chunk's softmax window will contain move into (S, z).  The key features are
+    # only needed for that, so they are not concatenated: the flushed part is read from the tail and the chunk in place.
     keep = min(overlap_frames * frame_tokens, win_k.shape[1])
     flush = win_k.shape[1] - keep
-    acc = state.s.dtype
-    fk_out, v_out = win_fk[:, :flush].to(acc), win_v[:, :flush].to(acc)
+    s_new, z_new = state.s, state.z
+    for fk_part, v_part in zip(_parts(state.tail_fk, fk, 0, flush), _parts(state.tail_v, v, 0, flush)):
+        fk_a = fk_part.to(s_new.dtype)
+        s_new = s_new + key_value_sum(fk_a, v_part.to(s_new.dtype))
+        z_new = z_new + fk_a.sum(dim=1)
     new_state = HybridState(
-        s=state.s + key_value_sum(fk_out, v_out),
-        z=state.z + fk_out.sum(dim=1),
+        s=s_new,
+        z=z_new,
         # own copies: a slice would keep the whole (T_o + T_c)-frame window's storage alive between chunks
         tail_k=win_k[:, flush:].clone(),
         tail_v=win_v[:, flush:].clone(),
-        tail_fk=win_fk[:, flush:].clone(),
+        tail_fk=torch.cat(_parts(state.tail_fk, fk, flush, win_k.shape[1]), dim=1),
         frames_seen=state.frames_seen + q.shape[1] // frame_tokens,
     )
     return out, new_state
