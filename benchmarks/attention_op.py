@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--overlap-frames", type=int, default=1)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--min-time", type=float, default=20.0, help="repeat until each op has run this many seconds")
+    ap.add_argument("--min-repeats", type=int, default=3, help="timed rounds at least (median of these)")
     ap.add_argument("--max-repeats", type=int, default=5)
     ap.add_argument("--json", help="also write results here")
     args = ap.parse_args()
@@ -80,7 +81,8 @@ def main() -> None:
                 for name, fn in ops.items():
                     times[name].append(timed(fn))
                 reps = len(times["sdpa"])
-                if reps >= args.max_repeats or min(sum(t) for t in times.values()) >= args.min_time:
+                if reps >= args.max_repeats or (reps >= args.min_repeats
+                                                and min(sum(t) for t in times.values()) >= args.min_time):
                     break
         med = {name: statistics.median(t) for name, t in times.items()}
         fl = {
@@ -93,7 +95,7 @@ def main() -> None:
         }
         ratio = fl["sdpa"] / fl["hybrid"]
         ratio_rec = fl["sdpa"] / fl["recurrent"]
-        row = dict(frames=frames, tokens=n, repeats=len(times["sdpa"]), seconds=med, flops=fl,
+        row = dict(frames=frames, tokens=n, repeats=len(times["sdpa"]), seconds=med, samples=times, flops=fl,
                    speedup_hybrid=med["sdpa"] / med["hybrid"], speedup_recurrent=med["sdpa"] / med["recurrent"],
                    flops_ratio=ratio, flops_ratio_recurrent=ratio_rec, matmul_rate=rate,
                    achieved={name: fl[name] / med[name] / rate for name in ops})
