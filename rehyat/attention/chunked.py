@@ -152,9 +152,15 @@ def linear_attention(
     if fq is None:
         fq, fk = torch.relu(q), torch.relu(k)
     geom = ChunkGeometry.from_tokens(q.shape[1], frame_tokens, chunk_frames, 0)
+    states = linear_states(fk, v, geom, causal, include_window=True)
+    if causal:
+        blocks = [(ch.start, ch.end, s, z) for ch, s, z in states]
+    else:  # every chunk's linear set is the whole sequence: one read-out covers all queries
+        _, s, z = next(states)
+        blocks = [(0, geom.num_frames, s, z)]
     outs = []
-    for ch, s, z in linear_states(fk, v, geom, causal, include_window=True):
-        a_l, n_l = read_out(fq[:, geom.tokens(ch.start, ch.end)], s, z)
+    for start, end, s, z in blocks:
+        a_l, n_l = read_out(fq[:, geom.tokens(start, end)], s, z)
         n_safe = torch.where(n_l > 0, n_l, torch.ones_like(n_l))
         outs.append(a_l / n_safe.unsqueeze(-1))
     return torch.cat(outs, dim=1).to(v.dtype)
