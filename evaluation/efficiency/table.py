@@ -164,8 +164,13 @@ def targets(w: pd.DataFrame) -> dict:
                          else bool(r["speedup_over_flops_ratio"] >= 0.9),
                          status=r["speedup_vs_softmax_status"]))
     evaluated = [x for x in rows if x["met"] is not None]
+    per_config = {}
+    for x in evaluated:  # the verdict per hybrid configuration (T_c, T_o), over resolutions and durations
+        c = per_config.setdefault(x["model"], dict(evaluated=0, met=0))
+        c["evaluated"] += 1
+        c["met"] += int(x["met"])
     res["hybrid_op_speedup_ge_0.9x_flops_ratio"] = dict(
-        points=rows, evaluated=len(evaluated), met=sum(x["met"] for x in evaluated),
+        points=rows, evaluated=len(evaluated), met=sum(x["met"] for x in evaluated), per_config=per_config,
         all_met=bool(evaluated) and all(x["met"] for x in evaluated) and len(evaluated) == len(rows))
     mem = []
     for (lv, h, wd), g in w[w["kind"] == "hybrid_recurrent"].groupby(["level", "height", "width"]):
@@ -200,6 +205,9 @@ def targets_markdown(t: dict) -> str:
     if h:
         lines.append(f"- hybrid op speedup >= 0.9 x FLOPs ratio at 81/161/321 frames: {h['met']}/{h['evaluated']} "
                      f"measured points met ({len(h['points']) - h['evaluated']} not measured)")
+        if h.get("per_config"):
+            lines.append("  - per configuration: " + ", ".join(
+                f"{name} {c['met']}/{c['evaluated']}" for name, c in sorted(h["per_config"].items())))
         for p in h["points"]:
             s = "not measured" if p["met"] is None else (
                 f"speedup {p['speedup']:.2f} / ratio {p['flops_ratio']:.2f} = {p['speedup_over_ratio']:.2f} "

@@ -107,9 +107,9 @@ def op_backend(kind: KindConfig, device: str, dtype: torch.dtype, head_dim: int)
     if kind.kind == "softmax":
         return f"torch SDPA ({sdpa_backend_name(q)})"
     if kind.kind == "linear":
-        return "einsum linear branch (ReLU features)"
+        return "span-sum matmul linear branch (ReLU features)"
     lse = f"softmax_with_lse ({lse_backend_name(q)})"
-    return lse if kind.kind == "chunk_local" else f"{lse} + einsum linear branch"
+    return lse if kind.kind == "chunk_local" else f"{lse} + span-sum matmul linear branch"
 
 
 def cast_like_from_pretrained(module: nn.Module, dtype: torch.dtype, keep=None) -> nn.Module:
@@ -308,7 +308,7 @@ class BlockWorkload(Workload):
         if kc.kind == "softmax":
             return f"diffusers WanAttnProcessor -> torch SDPA ({sdpa_backend_name(q)})"
         if kc.kind in ("hybrid", "hybrid_recurrent"):
-            return f"ReHyAtWanAttnProcessor: softmax_with_lse ({lse_backend_name(q)}) + einsum linear branch"
+            return f"ReHyAtWanAttnProcessor: softmax_with_lse ({lse_backend_name(q)}) + span-sum matmul linear branch"
         return "KindAttnProcessor: " + op_backend(kc, self.device, self.dtype, self.cfg.attention_head_dim)
 
     def setup(self, video: VideoShape, kinds) -> dict:
