@@ -102,8 +102,6 @@ class EfficiencySuite(Suite):
             torch.set_num_threads(old_threads)
 
     def _run(self, ctx, dimensions, preset, device) -> list[DimensionOutcome]:
-        import torch
-
         meter = MemoryMeter(device)
         machine = machine_description(device)
         prov = ctx.provenance(machine=machine, preset=preset.name, preset_config=asdict(preset),
@@ -114,13 +112,10 @@ class EfficiencySuite(Suite):
             ctx.store.add(suite=SUITE, video=None, provenance=prov, **kw)
 
         outcome = run_preset(preset, emit, device=device, log=ctx.log, dimensions=dimensions)
-        from .table import load_efficiency, wide, write_outputs
+        from .table import load_efficiency, run_header, wide, write_outputs
 
-        header = (f"Efficiency sweep, preset `{preset.name}` ({preset.description}). Machine: {machine.get('cpu')}"
-                  f"{', ' + machine['gpu'] if 'gpu' in machine else ''}; device {device}, {preset.dtype}, "
-                  f"{torch.get_num_threads()} torch threads; load average (1/5/15 min) at start {outcome.load_start}, "
-                  f"at end {outcome.load_end}; sweep took {outcome.seconds:.0f} s. Peak memory = working memory "
-                  f"({prov['memory_method']}). Latency = median ± half-range of interleaved repeats.")
+        header = run_header(asdict(preset), machine, device, prov["memory_method"], outcome.load_start,
+                            outcome.load_end, outcome.seconds)
         try:
             out = write_outputs(ctx.out_dir, ctx.run_id, header)
         except Exception as exc:  # noqa: BLE001 -- the records are stored; the table/plots can be rebuilt

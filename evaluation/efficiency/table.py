@@ -230,6 +230,30 @@ def targets_markdown(t: dict) -> str:
     return "\n".join(lines)
 
 
+def run_header(preset: dict, machine: dict, device: str, memory_method: str, load_start, load_end,
+               seconds: float) -> str:
+    """The table's first paragraph: preset, machine, threads, load and method (from a run's provenance)."""
+    return (f"Efficiency sweep, preset `{preset.get('name')}` ({preset.get('description')}). Machine: {machine.get('cpu')}"
+            f"{', ' + machine['gpu'] if 'gpu' in machine else ''}; device {device}, {preset.get('dtype')}, "
+            f"{machine.get('torch_threads')} torch threads; load average (1/5/15 min) at start {load_start}, "
+            f"at end {load_end}; sweep took {seconds:.0f} s. Peak memory = working memory ({memory_method}). "
+            "Latency = median ± half-range of interleaved repeats.")
+
+
+def stored_header(run_dir) -> str | None:
+    """:func:`run_header` rebuilt from a stored run (``summary.json`` + one record's provenance), or None."""
+    root = Path(run_dir)
+    try:
+        summary = json.loads((root / "efficiency" / "summary.json").read_text())
+        with (root / "records.jsonl").open() as fh:
+            prov = next(r["provenance"] for r in map(json.loads, fh) if r.get("suite") == "efficiency")
+    except (OSError, ValueError, KeyError, StopIteration):
+        return None
+    return run_header(prov.get("preset_config", {}), prov.get("machine", {}), summary.get("device"),
+                      prov.get("memory_method"), summary.get("load_start"), summary.get("load_end"),
+                      summary.get("seconds", float("nan")))
+
+
 def write_outputs(run_dir, run_id: str | None = None, header: str | None = None) -> dict:
     """Write table.md, table.csv, targets.json and the plots under ``RUN_DIR/efficiency/``; return their paths."""
     from .plots import write_plots
@@ -255,7 +279,7 @@ def main(argv=None) -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--run-id", default=None)
     args = ap.parse_args(argv)
-    res = write_outputs(args.run_dir, args.run_id)
+    res = write_outputs(args.run_dir, args.run_id, stored_header(args.run_dir))
     print(res["table_md"].read_text())
     return 0
 

@@ -105,6 +105,17 @@ def test_outputs_written(ci_run):
     assert "| op | 32x48 | 17 (5) |" in md and "Targets" in md
     summary = json.loads((eff / "summary.json").read_text())
     assert summary["analytic_only"] == 0 and summary["errors"] == 0 and summary["load_start"] is not None
+    assert md.startswith("Efficiency sweep, preset `ci`") and "torch threads; load average" in md
+
+
+def test_rebuilding_the_table_keeps_the_run_header(ci_run):
+    from evaluation.efficiency.table import main as rebuild
+
+    _, out = ci_run
+    md_path = out / "efficiency" / "table.md"
+    first = md_path.read_text().split("\n")[0]
+    assert rebuild([str(out)]) == 0
+    assert md_path.read_text().split("\n")[0] == first  # header rebuilt from summary.json + record provenance
 
 
 def test_report_loader_keeps_every_sweep_point(ci_run, ci_records):
@@ -217,6 +228,7 @@ def test_targets_from_stored_numbers():
     assert pts[81]["met"] is True and pts[161]["met"] is False  # 4/4.2 = 0.95; 6/8 = 0.75
     assert t["analytic_equals_counted_within_1pct"]["all_met"] is True
     assert math.isclose(t["analytic_equals_counted_within_1pct"]["max_abs_rel_err"], 0.001, rel_tol=1e-6)
+    assert t["hybrid_op_speedup_ge_0.9x_flops_ratio"]["per_config"] == {"hybrid_tc3_to1": dict(evaluated=2, met=1)}
 
 
 def test_kind_labels_and_parsing():
