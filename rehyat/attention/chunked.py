@@ -158,9 +158,10 @@ def linear_attention(
     else:  # every chunk's linear set is the whole sequence: one read-out covers all queries
         _, s, z = next(states)
         blocks = [(0, geom.num_frames, s, z)]
+    in_place = _writes_in_place(v, q, k, fq, fk)
     outs = []
     for start, end, s, z in blocks:
         a_l, n_l = read_out(fq[:, geom.tokens(start, end)], s, z)
-        n_safe = torch.where(n_l > 0, n_l, torch.ones_like(n_l))
-        outs.append(a_l / n_safe.unsqueeze(-1))
-    return torch.cat(outs, dim=1).to(v.dtype)
+        n_safe = torch.where(n_l > 0, n_l, torch.ones_like(n_l)).unsqueeze(-1)
+        outs.append(a_l.div_(n_safe) if in_place else a_l / n_safe)  # a_l is a fresh matmul result
+    return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)).to(v.dtype)
