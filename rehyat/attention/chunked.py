@@ -83,7 +83,8 @@ def linear_states(fk: Tensor, v: Tensor, geom: ChunkGeometry, causal: bool, incl
 
 
 def _writes_in_place(v: Tensor, *tensors: Tensor | None) -> bool:
-    """Whether chunk outputs may be written straight into one preallocated output (no autograd, no dtype cast)."""
+    """Whether results may be written in place (into a preallocated output or a fresh temporary): no autograd, and the
+    output dtype is already the accumulation dtype, so nothing is rounded twice."""
     needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (v, *tensors))
     return not needs_grad and v.dtype == accum_dtype(v)
 

@@ -34,7 +34,7 @@ def key_value_sum(fk: Tensor, v: Tensor) -> Tensor:
     return torch.matmul(fk.transpose(-3, -2).transpose(-1, -2), v.transpose(-3, -2))
 
 
-def running_sums(parts: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor] | None]:
+def running_sums(parts: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
     """Inclusive running sums of a list of ``(S, z)`` pairs: entry i = parts[0] + ... + parts[i].
 
     A handful of state-sized additions (one per span) instead of a cumsum over per-frame statistics.

@@ -15,7 +15,7 @@ import torch
 
 from .combine import joint_normalise
 from .geometry import ChunkGeometry
-from .linear_branch import accum_dtype, key_value_sum, read_out
+from .linear_branch import accum_dtype, read_out, span_statistics
 from .softmax_lse import default_scale, softmax_with_lse
 
 Tensor = torch.Tensor
@@ -85,9 +85,8 @@ def hybrid_attention_step(
     flush = win_k.shape[1] - keep
     s_new, z_new = state.s, state.z
     for fk_part, v_part in zip(_parts(state.tail_fk, fk, 0, flush), _parts(state.tail_v, v, 0, flush)):
-        fk_a = fk_part.to(s_new.dtype)
-        s_new = s_new + key_value_sum(fk_a, v_part.to(s_new.dtype))
-        z_new = z_new + fk_a.sum(dim=1)
+        s_part, z_part = span_statistics(fk_part, v_part)
+        s_new, z_new = s_new + s_part, z_new + z_part
     new_state = HybridState(
         s=s_new,
         z=z_new,
