@@ -65,28 +65,66 @@ def linear_states(fk: Tensor, v: Tensor, geom: ChunkGeometry, causal: bool, incl
     ``[hi, T)``.  Statistics are taken once per span between consecutive :meth:`~ChunkGeometry.linear_cuts` (about
     two spans per chunk, one matmul each) and summed along the spans: no per-frame statistics, cumsum or flip over
     ``[T, H, F, D]`` tensors.  Prefix and suffix are added, never total minus window, so nothing cancels.
+    Yielded states are never modified afterwards (several chunks may share one).
     """
     cuts = geom.linear_cuts(causal, include_window)
     spans = [span_statistics(fk[:, geom.tokens(a, b)], v[:, geom.tokens(a, b)]) for a, b in zip(cuts, cuts[1:])]
-    prefix = dict(zip(cuts[1:], running_sums(spans)))  # prefix[b]: frames [0, b)
-    suffix = {} if causal else dict(zip(cuts[-2::-1], running_sums(spans[::-1])))  # suffix[a]: frames [a, T)
-    for ch in geom.chunks():
-        lo, hi = geom.linear_bounds(ch, causal, include_window)
-        parts = [p for p in (prefix.get(lo), suffix.get(hi)) if p is not None]
-        if not parts:  # empty linear set: zeros that stay in the graph, so fk (and a feature map's weights) still
-            s0, z0 = spans[0]  # get a (zero) gradient, as DDP without find_unused_parameters requires
+    chunks = geom.chunks()
+    bounds = [geom.linear_bounds(ch, causal, include_window) for ch in chunks]
+    in_place = not _needs_grad(fk, v)  # the span statistics are fresh accumulation-dtype tensors of this call
+    if in_place:
+        prefix, suffix = _span_sums_in_place(spans, cuts, bounds)
+    else:
+        prefix = dict(zip(cuts[1:], running_sums(spans)))  # prefix[b]: frames [0, b)
+        suffix = {} if causal else dict(zip(cuts[-2::-1], running_sums(spans[::-1])))  # suffix[a]: frames [a, T)
+        suffix = [suffix.get(hi) for _, hi in bounds]
+    for ch, (lo, _), suf in zip(chunks, bounds, suffix):
+        pre = prefix.get(lo)
+        if pre is None and suf is None:  # empty linear set: zeros that stay in the graph, so fk (and a feature map's
+            s0, z0 = spans[0]  # weights) still get a (zero) gradient, as DDP without find_unused_parameters requires
             yield ch, s0 * 0, z0 * 0
-        elif len(parts) == 1:
-            yield ch, *parts[0]
+        elif suf is None or pre is None:
+            yield ch, *(pre if suf is None else suf)
+        elif in_place:  # the chunk's own suffix copy takes the prefix in place
+            yield ch, suf[0].add_(pre[0]), suf[1].add_(pre[1])
         else:
-            yield ch, parts[0][0] + parts[1][0], parts[0][1] + parts[1][1]
+            yield ch, pre[0] + suf[0], pre[1] + suf[1]
+
+
+def _span_sums_in_place(spans: list[tuple[Tensor, Tensor]], cuts: list[int], bounds: list[tuple[int, int]]):
+    """Inference form of the prefix / suffix sums of :func:`linear_states`, touching little fresh memory.
+
+    Fresh pages cost a page fault each on first touch (about 1 us; a 256 KiB state is 64 of them), and the functional
+    running sums allocate two states per span.  Here the spans turn into their own prefix sums in place, and suffix
+    sums are kept only at the chunks' ``hi`` (one running pair plus one copy per chunk with a suffix).  Returns
+    ``{b: prefix over frames [0, b)}`` and, per chunk, its suffix pair or ``None``.  The spans are overwritten.
+    """
+    t = cuts[-1]
+    suffix: list = [None] * len(bounds)
+    run, j = None, len(spans)
+    for c in reversed(range(len(bounds))):  # hi never decreases with the chunk index
+        hi = bounds[c][1]
+        if hi >= t:
+            continue
+        while cuts[j] > hi:
+            j -= 1
+            s, z = spans[j]
+            run = (s.clone(), z.clone()) if run is None else (run[0].add_(s), run[1].add_(z))
+        suffix[c] = (run[0].clone(), run[1].clone())
+    for i in range(1, len(spans)):  # now that the suffixes are taken, spans[i] becomes the prefix over [0, cuts[i+1])
+        spans[i][0].add_(spans[i - 1][0])
+        spans[i][1].add_(spans[i - 1][1])
+    return dict(zip(cuts[1:], spans)), suffix
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
 
 
 def _writes_in_place(v: Tensor, *tensors: Tensor | None) -> bool:
     """Whether results may be written in place (into a preallocated output or a fresh temporary): no autograd, and the
     output dtype is already the accumulation dtype, so nothing is rounded twice."""
-    needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (v, *tensors))
-    return not needs_grad and v.dtype == accum_dtype(v)
+    return not _needs_grad(v, *tensors) and v.dtype == accum_dtype(v)
 
 
 def _softmax_groups(q: Tensor, geom: ChunkGeometry) -> list[list[Chunk]]:
@@ -118,8 +156,9 @@ def hybrid_attention(
         for i, ch in enumerate(group):
             _, s, z = next(states)
             qs = geom.tokens(ch.start, ch.end)
-            a_l, n_l = read_out(fq[:, qs], s, z)
-            outs.append(joint_normalise(o_s[:, i], lse[:, i], a_l, n_l, out=None if out is None else out[:, qs]))
+            dst = None if out is None else out[:, qs]
+            a_l, n_l = read_out(fq[:, qs], s, z, out=dst)  # in inference, a_l is dst: normalised in place
+            outs.append(joint_normalise(o_s[:, i], lse[:, i], a_l, n_l, out=dst))
     return out if out is not None else torch.cat(outs, dim=1).to(v.dtype)
 
 

@@ -20,7 +20,7 @@ def joint_normalise(o_s: Tensor, lse_s: Tensor, a_l: Tensor, n_l: Tensor, out: T
     """o_s: [B, n, H, D], lse_s: [B, n, H], a_l: [B, n, H, D], n_l: [B, n, H]  ->  [B, n, H, D] (dtype of a_l).
 
     ``out`` (a [B, n, H, D] view of a preallocated output, a_l's dtype; not differentiable) receives the result in
-    place: two passes over it and no temporaries.
+    place: two passes over it and no temporaries.  ``out`` may be ``a_l`` itself (read out straight into the output).
     """
     acc = a_l.dtype
     positive = n_l > 0
@@ -31,5 +31,5 @@ def joint_normalise(o_s: Tensor, lse_s: Tensor, a_l: Tensor, n_l: Tensor, out: T
     c_s = torch.sigmoid(-w).unsqueeze(-1)
     c_l = (torch.sigmoid(w) / n_safe).unsqueeze(-1)
     if out is not None:
-        return torch.mul(o_s, c_s, out=out).addcmul_(a_l, c_l)
+        return torch.mul(a_l, c_l, out=out).addcmul_(o_s, c_s)  # a_l first: it may alias out
     return torch.addcmul(o_s.to(acc) * c_s, a_l, c_l)

@@ -46,22 +46,28 @@ def running_sums(parts: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tenso
     return out
 
 
-def read_out(fq: Tensor, s: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+def read_out(fq: Tensor, s: Tensor, z: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Linear-branch numerator and denominator for a block of queries sharing one state.
 
     fq: [B, n, H, F], s: [B, H, F, D], z: [B, H, F]  ->  a: [B, n, H, D], n_l: [B, n, H]  (accumulation dtype)
+    ``out`` (optional, a [B, n, H, D] tensor or view in s's dtype, not differentiable): ``a`` is written into it, so a
+    caller that normalises in place (:func:`~rehyat.attention.combine.joint_normalise`) touches no fresh memory.
     """
     fq_a = fq.to(s.dtype)
-    a = torch.matmul(fq_a.transpose(1, 2), s).transpose(1, 2)
+    fq_h = fq_a.transpose(1, 2)
+    if out is None:
+        a = torch.matmul(fq_h, s).transpose(1, 2)
+    else:  # BLAS writes the [n, D] per-head blocks straight into the strided view
+        a = out
+        torch.matmul(fq_h, s, out=out.transpose(1, 2))
     return a, row_dot(fq_a, z)
 
 
 def row_dot(x: Tensor, z: Tensor) -> Tensor:
     """``x[b, n, h] . z[b, h]``.  x: [B, n, H, F], z: [B, H, F]  ->  [B, n, H].
 
-    One matrix-vector product per (batch, head): a memory-bound gemv reads the strided [n, F] slice at full bandwidth,
-    where a batched matmul with a 1-column right side (or mul + sum) runs 4-5x slower (3.5 ms vs 15-19 ms for
-    4680 x 12 x 256 fp32 rows on 2 cores).
+    einsum reads the strided [n, F] slices in place; it ran ~2x faster than one ``torch.mv`` per (batch, head) and 3-6x
+    faster than mul + sum (torch 2.14, 2 cores: 0.5 vs 1.4 ms for 8190 x 2 x 256 fp32 rows, 23 vs 44 ms for
+    32760 x 12 x 256).
     """
-    return torch.stack([torch.stack([torch.mv(x[b, :, i], z[b, i]) for i in range(x.shape[2])], dim=-1)
-                        for b in range(x.shape[0])])
+    return torch.einsum("bnhf,bhf->bnh", x, z)
