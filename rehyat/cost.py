@@ -248,8 +248,8 @@ def register_missing_flop_formulas() -> None:
 
     * ``aten._scaled_dot_product_flash_attention_for_cpu``: PyTorch's CPU fused attention, counted like every other
       SDPA kernel (QK^T + PV).
-    * ``aten.mv``: the linear branch's denominator ``fq . z`` runs as one gemv per (batch, head), ``2 M N`` FLOPs,
-      the same count a matmul with a one-column right side would get.
+    * ``aten.mv``: a gemv, ``2 M N`` FLOPs, the same count a matmul with a one-column right side gets (a feature map
+      or denominator written with ``mv`` would otherwise count as free).
     """
     import torch
     from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count

@@ -76,8 +76,14 @@ def parse_kind(text: str) -> KindConfig:
     return cfg
 
 
-def hybrid_grid(tcs, tos) -> tuple[KindConfig, ...]:
-    return tuple(KindConfig("hybrid", tc, to) for tc in tcs for to in tos)
+def hybrid_grid(tcs, tos, kinds=("hybrid",)) -> tuple[KindConfig, ...]:
+    """A T_c x T_o grid of each chunked kind; with ``chunk_local`` beside ``hybrid``, every hybrid point has its softmax
+    part (the fused kernel on the same windows, no linear branch) measured in the same run."""
+    return tuple(KindConfig(kind, tc, to) for kind in kinds for tc in tcs for to in tos)
+
+
+def _unique(*groups: tuple[KindConfig, ...]) -> tuple[KindConfig, ...]:
+    return tuple(dict.fromkeys(k for g in groups for k in g))
 
 
 MAIN = dict(chunk_frames=3, overlap_frames=1)  # the paper's main setting T_c = 3, T_o = 1
@@ -140,7 +146,8 @@ _register(Preset(
     op_heads=2, op_head_dim=16, op_feature_dim=8,
     wan=dict(WAN_TINY), text_tokens=8, feature_map_kwargs=dict(hidden_dim=16, feature_dim=16), threads=1,
     levels=(
-        LevelSweep("op", ((32, 48), (48, 64)), (17, 33), BASE_KINDS + hybrid_grid((1, 3), (0, 1)),
+        LevelSweep("op", ((32, 48), (48, 64)), (17, 33),
+                   _unique(BASE_KINDS, hybrid_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local"))),
                    point_budget_s=5.0, repeats=2, max_repeats=3, min_time_s=0.0),
         LevelSweep("block", ((32, 48),), (17, 33), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
                    point_budget_s=5.0, repeats=2, max_repeats=3, min_time_s=0.0),
@@ -151,20 +158,22 @@ _register(Preset(
     ),
 ))
 
+CPU_OP_KINDS = _unique(BASE_KINDS, hybrid_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local")))
+
 _register(Preset(
     name="cpu",
     description="CPU, fp32, < 15 min on 2 cores: the op at two of Wan-1.3B's 12 heads (head dim 128, F 256; every kind "
-                "is linear in the number of heads) for 240x416 at 17-321 frames with a T_c x T_o grid and for 480x832 "
-                "at 17-81 frames; one 1.3B-width block at 240x416; the 30-block 1.3B model analytic where it does not "
-                "fit the budget",
+                "is linear in the number of heads) with a T_c x T_o grid of hybrid and chunk_local for 240x416 at "
+                "17-321 frames and for 480x832 at 17-81 frames; one 1.3B-width block at 240x416; the 30-block 1.3B "
+                "model analytic where it does not fit the budget",
     device="cpu", dtype="float32", total_budget_s=690.0, op_heads=2,
     levels=(
-        LevelSweep("op", (RES_SMALL,), FRAMES, BASE_KINDS + hybrid_grid((1, 3), (0, 1)),
-                   point_budget_s=90.0, repeats=3, max_repeats=10, min_time_s=1.0),
+        LevelSweep("op", (RES_SMALL,), FRAMES, CPU_OP_KINDS, point_budget_s=90.0, repeats=3, max_repeats=10,
+                   min_time_s=1.0),
         LevelSweep("block", (RES_SMALL,), (17, 41), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
                    point_budget_s=40.0, repeats=2, max_repeats=5, min_time_s=1.0),
-        LevelSweep("op", (RES_480P,), (17, 41, 81), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
-                   point_budget_s=90.0, repeats=3, max_repeats=10, min_time_s=1.0),
+        LevelSweep("op", (RES_480P,), (17, 41, 81), CPU_OP_KINDS, point_budget_s=90.0, repeats=3, max_repeats=10,
+                   min_time_s=1.0),
         LevelSweep("model", (RES_SMALL, RES_480P), FRAMES,
                    (KindConfig("softmax"), KindConfig("hybrid", **MAIN, converted=15), KindConfig("hybrid", **MAIN),
                     KindConfig("hybrid_recurrent", **MAIN), KindConfig("linear"), KindConfig("chunk_local", **MAIN)),

@@ -85,6 +85,10 @@ def wide(df: pd.DataFrame) -> pd.DataFrame:
     return w.reset_index(drop=True)
 
 
+def _number(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
 def _first_load(g):
     for v in g.get("load_avg", []):
         if isinstance(v, (list, tuple)) and v:
@@ -141,11 +145,18 @@ def markdown(w: pd.DataFrame, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
+MAIN_SETTING = "hybrid_tc3_to1"  # the paper's main model, 15 x (T_c = 3, T_o = 1)
+TARGET_FRAMES = (81, 161, 321)
+
+
 def targets(w: pd.DataFrame) -> dict:
     """The issue's benchmark targets, evaluated on the stored numbers (no recomputation of measurements).
 
-    * hybrid op speedup over SDPA >= 0.9 x analytic FLOPs ratio at 81, 161 and 321 frames (every hybrid config and
-      resolution measured there);
+    * hybrid op speedup over SDPA >= 0.9 x analytic FLOPs ratio at 81, 161 and 321 frames, for every hybrid config and
+      resolution measured there, with the verdict per config and for the paper's main setting.  Beside each point
+      stands the same ratio of ``chunk_local`` with the same T_c, T_o at the same point, when measured: the fused
+      softmax kernel on exactly the hybrid's windows, with no linear branch.  Where that is itself below 0.9 the kernel
+      runs these window shapes slower per FLOP than it runs full attention (``kernel_bound``);
     * recurrent (op, block, model) peak working memory: max / min <= 1.1 over the measured durations of a resolution
       that reach the steady state (latent frames >= 2 T_c: from then on every chunk has its full T_o + T_c window;
       a shorter video needs less), judged where they span at least 8x duration ((frames - 1) ratio: 41 -> 321);
@@ -154,14 +165,18 @@ def targets(w: pd.DataFrame) -> dict:
     res: dict = {}
     if w.empty:
         return res
-    hy = w[(w["level"] == "op") & (w["kind"] == "hybrid") & w["frames"].isin([81, 161, 321])]
+    op = w[(w["level"] == "op") & w["frames"].isin(TARGET_FRAMES)]
+    where = ["height", "width", "frames", "chunk_frames", "overlap_frames"]
+    softmax_part = {tuple(r[k] for k in where): r["speedup_over_flops_ratio"]
+                    for _, r in op[op["kind"] == "chunk_local"].iterrows()}
     rows = []
-    for _, r in hy.iterrows():
+    for _, r in op[op["kind"] == "hybrid"].iterrows():
+        ratio = _number(r["speedup_over_flops_ratio"])
+        part = _number(softmax_part.get(tuple(r[k] for k in where)))
         rows.append(dict(model=r["model"], resolution=f"{int(r['height'])}x{int(r['width'])}", frames=int(r["frames"]),
                          speedup=r["speedup_vs_softmax"], flops_ratio=r["flops_ratio_vs_softmax"],
-                         speedup_over_ratio=r["speedup_over_flops_ratio"],
-                         met=None if r["speedup_over_flops_ratio"] is None or pd.isna(r["speedup_over_flops_ratio"])
-                         else bool(r["speedup_over_flops_ratio"] >= 0.9),
+                         speedup_over_ratio=ratio, met=None if ratio is None else bool(ratio >= 0.9),
+                         softmax_part_speedup_over_ratio=part, kernel_bound=None if part is None else bool(part < 0.9),
                          status=r["speedup_vs_softmax_status"]))
     evaluated = [x for x in rows if x["met"] is not None]
     per_config = {}
@@ -169,9 +184,12 @@ def targets(w: pd.DataFrame) -> dict:
         c = per_config.setdefault(x["model"], dict(evaluated=0, met=0))
         c["evaluated"] += 1
         c["met"] += int(x["met"])
+    misses = [x for x in evaluated if not x["met"]]
     res["hybrid_op_speedup_ge_0.9x_flops_ratio"] = dict(
         points=rows, evaluated=len(evaluated), met=sum(x["met"] for x in evaluated), per_config=per_config,
-        all_met=bool(evaluated) and all(x["met"] for x in evaluated) and len(evaluated) == len(rows))
+        all_met=bool(evaluated) and all(x["met"] for x in evaluated) and len(evaluated) == len(rows),
+        main_setting=dict(model=MAIN_SETTING, **per_config.get(MAIN_SETTING, dict(evaluated=0, met=0))),
+        misses_kernel_bound=sum(bool(x["kernel_bound"]) for x in misses), misses=len(misses))
     mem = []
     for (lv, h, wd), g in w[w["kind"] == "hybrid_recurrent"].groupby(["level", "height", "width"]):
         g = g[g["peak_mem_bytes_status"] == "ok"]
@@ -208,10 +226,18 @@ def targets_markdown(t: dict) -> str:
         if h.get("per_config"):
             lines.append("  - per configuration: " + ", ".join(
                 f"{name} {c['met']}/{c['evaluated']}" for name, c in sorted(h["per_config"].items())))
+        ms = h.get("main_setting")
+        if ms:
+            lines.append(f"  - the paper's main setting ({ms['model']}): {ms['met']}/{ms['evaluated']} met")
+        if h.get("misses"):
+            lines.append(f"  - {h['misses_kernel_bound']} of the {h['misses']} misses are kernel-bound: the fused softmax "
+                         "kernel alone (chunk_local, same windows, no linear branch) is below 0.9 there")
         for p in h["points"]:
             s = "not measured" if p["met"] is None else (
                 f"speedup {p['speedup']:.2f} / ratio {p['flops_ratio']:.2f} = {p['speedup_over_ratio']:.2f} "
                 f"{'met' if p['met'] else 'NOT met'}")
+            if p.get("softmax_part_speedup_over_ratio") is not None:
+                s += f" (softmax part alone: {p['softmax_part_speedup_over_ratio']:.2f})"
             lines.append(f"  - {p['model']} {p['resolution']} {p['frames']} frames: {s}")
     m = t.get("recurrent_peak_memory_within_1.1x")
     if m:

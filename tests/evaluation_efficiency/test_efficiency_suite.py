@@ -12,7 +12,7 @@ import torch
 from evaluation.efficiency.measure import MemoryMeter, instrumented_run
 from evaluation.efficiency.presets import PRESETS, KindConfig, override, parse_kind
 from evaluation.efficiency.sweep import DIMENSIONS, MEASURED_DIMS, run_preset
-from evaluation.efficiency.table import load_efficiency, targets, wide
+from evaluation.efficiency.table import load_efficiency, targets, targets_markdown, wide
 from evaluation.efficiency.workloads import OpWorkload
 from rehyat.cost import VideoShape
 
@@ -217,18 +217,36 @@ def test_recurrent_op_memory_is_flat_in_frames_and_parallel_grows():
 
 def test_targets_from_stored_numbers():
     rows = []
-    for frames, lat, speed, ratio in ((81, 21, 4.0, 4.2), (161, 41, 6.0, 8.0)):
+
+    def point(model, kind, tc, to, frames, lat, speed, ratio):
         for dim, v in (("speedup_vs_softmax", speed), ("flops_ratio_vs_softmax", ratio), ("flops_analytic", 1e9),
                        ("flops_counted", 1.001e9)):
-            rows.append(dict(run_id="r", model="hybrid_tc3_to1", dimension=dim, score=v, status="ok", message=None,
+            rows.append(dict(run_id="r", model=model, dimension=dim, score=v, status="ok", message=None,
                              level="op", height=240, width=416, frames=frames, latent_frames=lat, tokens=lat * 390,
-                             converted_blocks=None, kind="hybrid", analytic_only=False, oom=False))
+                             converted_blocks=None, kind=kind, chunk_frames=tc, overlap_frames=to,
+                             analytic_only=False, oom=False))
+
+    point("hybrid_tc3_to1", "hybrid", 3, 1, 81, 21, 4.0, 4.2)  # 0.95
+    point("hybrid_tc3_to1", "hybrid", 3, 1, 161, 41, 6.0, 8.0)  # 0.75
+    point("hybrid_tc1_to0", "hybrid", 1, 0, 81, 21, 8.0, 12.0)  # 0.67
+    point("chunk_local_tc1_to0", "chunk_local", 1, 0, 81, 21, 14.0, 21.0)  # its softmax part alone: 0.67
+    point("chunk_local_tc3_to1", "chunk_local", 3, 1, 161, 41, 10.0, 10.0)  # 1.0
     t = targets(wide(pd.DataFrame(rows)))
-    pts = {p["frames"]: p for p in t["hybrid_op_speedup_ge_0.9x_flops_ratio"]["points"]}
-    assert pts[81]["met"] is True and pts[161]["met"] is False  # 4/4.2 = 0.95; 6/8 = 0.75
+    h = t["hybrid_op_speedup_ge_0.9x_flops_ratio"]
+    pts = {(p["model"], p["frames"]): p for p in h["points"]}
+    assert len(pts) == 3  # chunk_local rows are evidence beside the hybrid points, not target points
+    assert pts["hybrid_tc3_to1", 81]["met"] is True and pts["hybrid_tc3_to1", 161]["met"] is False
+    assert pts["hybrid_tc3_to1", 81]["softmax_part_speedup_over_ratio"] is None  # not measured at that point
+    assert pts["hybrid_tc3_to1", 161]["kernel_bound"] is False
+    assert math.isclose(pts["hybrid_tc1_to0", 81]["softmax_part_speedup_over_ratio"], 14 / 21)
+    assert pts["hybrid_tc1_to0", 81]["kernel_bound"] is True
+    assert h["per_config"] == {"hybrid_tc3_to1": dict(evaluated=2, met=1), "hybrid_tc1_to0": dict(evaluated=1, met=0)}
+    assert h["main_setting"] == dict(model="hybrid_tc3_to1", evaluated=2, met=1)
+    assert (h["misses"], h["misses_kernel_bound"], h["all_met"]) == (2, 1, False)
     assert t["analytic_equals_counted_within_1pct"]["all_met"] is True
     assert math.isclose(t["analytic_equals_counted_within_1pct"]["max_abs_rel_err"], 0.001, rel_tol=1e-6)
-    assert t["hybrid_op_speedup_ge_0.9x_flops_ratio"]["per_config"] == {"hybrid_tc3_to1": dict(evaluated=2, met=1)}
+    md = targets_markdown(t)
+    assert "1 of the 2 misses are kernel-bound" in md and "(softmax part alone: 0.67)" in md
 
 
 def test_kind_labels_and_parsing():
