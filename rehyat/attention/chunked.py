@@ -58,63 +58,66 @@ def window_softmax(q: Tensor, k: Tensor, v: Tensor, geom: ChunkGeometry, group: 
     return o.transpose(1, 2).unflatten(0, (b, m)), lse.transpose(1, 2).unflatten(0, (b, m))
 
 
-def linear_states(fk: Tensor, v: Tensor, geom: ChunkGeometry, causal: bool, include_window: bool = False):
-    """Yield, per chunk in order, the linear-set state ``(S [B,H,F,D], z [B,H,F])``.
+def chunk_states(fk: Tensor, v: Tensor, geom: ChunkGeometry, causal: bool,
+                 include_window: bool = False) -> tuple[Tensor, Tensor]:
+    """Every chunk's linear-set state, stacked: ``S [B, C, H, F, D]``, ``z [B, C, H, F]`` (C chunks, accumulation dtype).
 
     Linear sets as in :meth:`ChunkGeometry.linear_bounds`: a prefix ``[0, lo)`` plus (bidirectional) a suffix
     ``[hi, T)``.  Statistics are taken once per span between consecutive :meth:`~ChunkGeometry.linear_cuts` (about
     two spans per chunk, one matmul each) and summed along the spans: no per-frame statistics, cumsum or flip over
-    ``[T, H, F, D]`` tensors.  Prefix and suffix are added, never total minus window, so nothing cancels.
-    Yielded states are never modified afterwards (several chunks may share one).
+    ``[T, H, F, D]`` tensors.  Prefix and suffix are added, never total minus window, so nothing cancels.  Stacked, a
+    run of consecutive chunks reads its states as one view (one batched read-out per softmax group).
     """
     cuts = geom.linear_cuts(causal, include_window)
     spans = [span_statistics(fk[:, geom.tokens(a, b)], v[:, geom.tokens(a, b)]) for a, b in zip(cuts, cuts[1:])]
-    chunks = geom.chunks()
-    bounds = [geom.linear_bounds(ch, causal, include_window) for ch in chunks]
-    in_place = not _needs_grad(fk, v)  # the span statistics are fresh accumulation-dtype tensors of this call
-    if in_place:
-        prefix, suffix = _span_sums_in_place(spans, cuts, bounds)
-    else:
-        prefix = dict(zip(cuts[1:], running_sums(spans)))  # prefix[b]: frames [0, b)
-        suffix = {} if causal else dict(zip(cuts[-2::-1], running_sums(spans[::-1])))  # suffix[a]: frames [a, T)
-        suffix = [suffix.get(hi) for _, hi in bounds]
-    for ch, (lo, _), suf in zip(chunks, bounds, suffix):
-        pre = prefix.get(lo)
-        if pre is None and suf is None:  # empty linear set: zeros that stay in the graph, so fk (and a feature map's
-            s0, z0 = spans[0]  # weights) still get a (zero) gradient, as DDP without find_unused_parameters requires
-            yield ch, s0 * 0, z0 * 0
-        elif suf is None or pre is None:
-            yield ch, *(pre if suf is None else suf)
-        elif in_place:  # the chunk's own suffix copy takes the prefix in place
-            yield ch, suf[0].add_(pre[0]), suf[1].add_(pre[1])
+    bounds = [geom.linear_bounds(ch, causal, include_window) for ch in geom.chunks()]
+    if not _needs_grad(fk, v):  # the span statistics are fresh accumulation-dtype tensors of this call
+        return _stacked_states_in_place(spans, cuts, bounds)
+    prefix = dict(zip(cuts[1:], running_sums(spans)))  # prefix[b]: frames [0, b)
+    suffix = {} if causal else dict(zip(cuts[-2::-1], running_sums(spans[::-1])))  # suffix[a]: frames [a, T)
+    states = []
+    for lo, hi in bounds:
+        parts = [p for p in (prefix.get(lo), suffix.get(hi)) if p is not None]
+        if not parts:  # empty linear set: zeros that stay in the graph, so fk (and a feature map's weights) still
+            s0, z0 = spans[0]  # get a (zero) gradient, as DDP without find_unused_parameters requires
+            states.append((s0 * 0, z0 * 0))
         else:
-            yield ch, pre[0] + suf[0], pre[1] + suf[1]
+            states.append(parts[0] if len(parts) == 1 else (parts[0][0] + parts[1][0], parts[0][1] + parts[1][1]))
+    return torch.stack([s for s, _ in states], dim=1), torch.stack([z for _, z in states], dim=1)
 
 
-def _span_sums_in_place(spans: list[tuple[Tensor, Tensor]], cuts: list[int], bounds: list[tuple[int, int]]):
-    """Inference form of the prefix / suffix sums of :func:`linear_states`, touching little fresh memory.
+def _stacked_states_in_place(spans: list[tuple[Tensor, Tensor]], cuts: list[int], bounds: list[tuple[int, int]]):
+    """Inference form of :func:`chunk_states`, touching little fresh memory.
 
     Fresh pages cost a page fault each on first touch (about 1 us; a 256 KiB state is 64 of them), and the functional
-    running sums allocate two states per span.  Here the spans turn into their own prefix sums in place, and suffix
-    sums are kept only at the chunks' ``hi`` (one running pair plus one copy per chunk with a suffix).  Returns
-    ``{b: prefix over frames [0, b)}`` and, per chunk, its suffix pair or ``None``.  The spans are overwritten.
+    running sums allocate two states per span.  Here suffix sums go straight into the chunks' slots of the stacked
+    output (one running pair, in place), then the spans turn into their own prefix sums in place and each chunk adds
+    (or copies) its prefix.  The spans are overwritten.
     """
-    t = cuts[-1]
-    suffix: list = [None] * len(bounds)
+    s0, z0 = spans[0]
+    t, n = cuts[-1], len(bounds)
+    s_all = s0.new_zeros(s0.shape[0], n, *s0.shape[1:])
+    z_all = z0.new_zeros(z0.shape[0], n, *z0.shape[1:])
+    has_suffix = [hi < t for _, hi in bounds]
     run, j = None, len(spans)
-    for c in reversed(range(len(bounds))):  # hi never decreases with the chunk index
-        hi = bounds[c][1]
-        if hi >= t:
+    for c in reversed(range(n)):  # hi never decreases with the chunk index
+        if not has_suffix[c]:
             continue
-        while cuts[j] > hi:
+        while cuts[j] > bounds[c][1]:
             j -= 1
             s, z = spans[j]
             run = (s.clone(), z.clone()) if run is None else (run[0].add_(s), run[1].add_(z))
-        suffix[c] = (run[0].clone(), run[1].clone())
+        s_all[:, c].copy_(run[0])
+        z_all[:, c].copy_(run[1])
     for i in range(1, len(spans)):  # now that the suffixes are taken, spans[i] becomes the prefix over [0, cuts[i+1])
         spans[i][0].add_(spans[i - 1][0])
         spans[i][1].add_(spans[i - 1][1])
-    return dict(zip(cuts[1:], spans)), suffix
+    prefix = dict(zip(cuts[1:], spans))
+    for c, (lo, _) in enumerate(bounds):
+        if lo in prefix:
+            s_all[:, c].add_(prefix[lo][0])
+            z_all[:, c].add_(prefix[lo][1])
+    return s_all, z_all
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
@@ -150,15 +153,16 @@ def hybrid_attention(
     scale = default_scale(q.shape[-1]) if scale is None else scale
     # without autograd, each chunk's result goes straight into its rows of the output (saves a final cat of [B,N,H,D])
     out = torch.empty_like(v) if _writes_in_place(v, q, k, fq, fk) else None
-    outs, states = [], linear_states(fk, v, geom, causal)
+    s_all, z_all = chunk_states(fk, v, geom, causal)
+    outs = []
     for group in _softmax_groups(q, geom):
-        o_s, lse = window_softmax(q, k, v, geom, group, scale, softmax_backend)
-        for i, ch in enumerate(group):
-            _, s, z = next(states)
-            qs = geom.tokens(ch.start, ch.end)
-            dst = None if out is None else out[:, qs]
-            a_l, n_l = read_out(fq[:, qs], s, z, out=dst)  # in inference, a_l is dst: normalised in place
-            outs.append(joint_normalise(o_s[:, i], lse[:, i], a_l, n_l, out=dst))
+        o_s, lse = window_softmax(q, k, v, geom, group, scale, softmax_backend)  # [B, m, n_c, H, D], [B, m, n_c, H]
+        c0, m = group[0].index, len(group)
+        qs = geom.tokens(group[0].start, group[-1].end)
+        # one batched read-out for the group's m chunks, straight into their rows of the output in inference
+        dst = None if out is None else out[:, qs].unflatten(1, (m, -1))
+        a_l, n_l = read_out(fq[:, qs].unflatten(1, (m, -1)), s_all[:, c0:c0 + m], z_all[:, c0:c0 + m], out=dst)
+        outs.append(joint_normalise(o_s, lse, a_l, n_l, out=dst).flatten(1, 2))
     return out if out is not None else torch.cat(outs, dim=1).to(v.dtype)
 
 
@@ -192,16 +196,21 @@ def linear_attention(
     if fq is None:
         fq, fk = torch.relu(q), torch.relu(k)
     geom = ChunkGeometry.from_tokens(q.shape[1], frame_tokens, chunk_frames, 0)
-    states = linear_states(fk, v, geom, causal, include_window=True)
-    if causal:
-        blocks = [(ch.start, ch.end, s, z) for ch, s, z in states]
-    else:  # every chunk's linear set is the whole sequence: one read-out covers all queries
-        _, s, z = next(states)
-        blocks = [(0, geom.num_frames, s, z)]
-    in_place = _writes_in_place(v, q, k, fq, fk)
+    if causal:  # chunks of equal length share one read-out call
+        s_all, z_all = chunk_states(fk, v, geom, causal, include_window=True)
+        blocks = [(g[0].start, g[-1].end, len(g), s_all[:, g[0].index:g[-1].index + 1],
+                   z_all[:, g[0].index:g[-1].index + 1]) for g in geom.batches(geom.num_chunks)]
+    else:  # every query's linear set is the whole sequence: one state, one read-out
+        blocks = [(0, geom.num_frames, None, *span_statistics(fk, v))]
+    out = torch.empty_like(v) if _writes_in_place(v, q, k, fq, fk) else None  # read out and divided in place
     outs = []
-    for start, end, s, z in blocks:
-        a_l, n_l = read_out(fq[:, geom.tokens(start, end)], s, z)
+    for start, end, m, s, z in blocks:
+        fq_b = fq[:, geom.tokens(start, end)]
+        dst = None if out is None else out[:, geom.tokens(start, end)]
+        if m is not None:
+            fq_b, dst = fq_b.unflatten(1, (m, -1)), None if dst is None else dst.unflatten(1, (m, -1))
+        a_l, n_l = read_out(fq_b, s, z, out=dst)
         n_safe = torch.where(n_l > 0, n_l, torch.ones_like(n_l)).unsqueeze(-1)
-        outs.append(a_l.div_(n_safe) if in_place else a_l / n_safe)  # a_l is a fresh matmul result
-    return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)).to(v.dtype)
+        y = a_l / n_safe if out is None else a_l.div_(n_safe)
+        outs.append(y if m is None else y.flatten(1, 2))
+    return out if out is not None else torch.cat(outs, dim=1).to(v.dtype)
