@@ -76,7 +76,7 @@ def parse_kind(text: str) -> KindConfig:
     return cfg
 
 
-def hybrid_grid(tcs, tos, kinds=("hybrid",)) -> tuple[KindConfig, ...]:
+def chunk_grid(tcs, tos, kinds=("hybrid",)) -> tuple[KindConfig, ...]:
     """A T_c x T_o grid of each chunked kind; with ``chunk_local`` beside ``hybrid``, every hybrid point has its softmax
     part (the fused kernel on the same windows, no linear branch) measured in the same run."""
     return tuple(KindConfig(kind, tc, to) for kind in kinds for tc in tcs for to in tos)
@@ -147,7 +147,7 @@ _register(Preset(
     wan=dict(WAN_TINY), text_tokens=8, feature_map_kwargs=dict(hidden_dim=16, feature_dim=16), threads=1,
     levels=(
         LevelSweep("op", ((32, 48), (48, 64)), (17, 33),
-                   _unique(BASE_KINDS, hybrid_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local"))),
+                   _unique(BASE_KINDS, chunk_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local"))),
                    point_budget_s=5.0, repeats=2, max_repeats=3, min_time_s=0.0),
         LevelSweep("block", ((32, 48),), (17, 33), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
                    point_budget_s=5.0, repeats=2, max_repeats=3, min_time_s=0.0),
@@ -158,7 +158,7 @@ _register(Preset(
     ),
 ))
 
-CPU_OP_KINDS = _unique(BASE_KINDS, hybrid_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local")))
+CPU_OP_KINDS = _unique(BASE_KINDS, chunk_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local")))
 
 _register(Preset(
     name="cpu",
@@ -187,7 +187,7 @@ _register(Preset(
                 "model at 240x416 and 480x832, 17-321 frames (the model analytic where it does not fit the budget)",
     device="cuda", dtype="bfloat16", total_budget_s=330.0,
     levels=(
-        LevelSweep("op", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + hybrid_grid((1, 3, 6), (0, 1, 2)),
+        LevelSweep("op", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + chunk_grid((1, 3, 6), (0, 1, 2)),
                    point_budget_s=8.0, repeats=5, max_repeats=30, min_time_s=0.3),
         LevelSweep("block", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + (KindConfig("hybrid", **MAIN),),
                    point_budget_s=8.0, repeats=5, max_repeats=20, min_time_s=0.3),

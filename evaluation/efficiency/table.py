@@ -76,12 +76,11 @@ def wide(df: pd.DataFrame) -> pd.DataFrame:
     w["_lv"] = w["level"].map(LEVEL_ORDER)
     w = w.sort_values(["_lv", "height", "width", "frames", "model", "converted_blocks"], kind="stable",
                       key=lambda s: s.astype(str) if s.name == "converted_blocks" else s).drop(columns="_lv")
-    rel = []
-    for a, c in zip(w["flops_analytic"], w["flops_counted"]):
-        rel.append(None if a is None or c is None or pd.isna(a) or pd.isna(c) else (c - a) / a)
-    w["counted_vs_analytic_rel_err"] = rel
-    w["speedup_over_flops_ratio"] = [None if s is None or r is None or pd.isna(s) or pd.isna(r) else s / r
-                                     for s, r in zip(w["speedup_vs_softmax"], w["flops_ratio_vs_softmax"])]
+    pairs = lambda x, y: zip(map(_number, w[x]), map(_number, w[y]))  # noqa: E731
+    w["counted_vs_analytic_rel_err"] = [None if a is None or c is None else (c - a) / a
+                                        for a, c in pairs("flops_analytic", "flops_counted")]
+    w["speedup_over_flops_ratio"] = [None if s is None or r is None else s / r
+                                     for s, r in pairs("speedup_vs_softmax", "flops_ratio_vs_softmax")]
     return w.reset_index(drop=True)
 
 

@@ -198,19 +198,16 @@ def linear_attention(
     geom = ChunkGeometry.from_tokens(q.shape[1], frame_tokens, chunk_frames, 0)
     if causal:  # chunks of equal length share one read-out call
         s_all, z_all = chunk_states(fk, v, geom, causal, include_window=True)
-        blocks = [(g[0].start, g[-1].end, len(g), s_all[:, g[0].index:g[-1].index + 1],
-                   z_all[:, g[0].index:g[-1].index + 1]) for g in geom.batches(geom.num_chunks)]
+        groups = [(g[0].start, g[-1].end, g[0].index, len(g)) for g in geom.batches(geom.num_chunks)]
     else:  # every query's linear set is the whole sequence: one state, one read-out
-        blocks = [(0, geom.num_frames, None, *span_statistics(fk, v))]
+        s, z = span_statistics(fk, v)
+        s_all, z_all, groups = s[:, None], z[:, None], [(0, geom.num_frames, 0, 1)]
     out = torch.empty_like(v) if _writes_in_place(v, q, k, fq, fk) else None  # read out and divided in place
     outs = []
-    for start, end, m, s, z in blocks:
-        fq_b = fq[:, geom.tokens(start, end)]
-        dst = None if out is None else out[:, geom.tokens(start, end)]
-        if m is not None:
-            fq_b, dst = fq_b.unflatten(1, (m, -1)), None if dst is None else dst.unflatten(1, (m, -1))
-        a_l, n_l = read_out(fq_b, s, z, out=dst)
+    for start, end, c0, m in groups:
+        rows = geom.tokens(start, end)
+        dst = None if out is None else out[:, rows].unflatten(1, (m, -1))
+        a_l, n_l = read_out(fq[:, rows].unflatten(1, (m, -1)), s_all[:, c0:c0 + m], z_all[:, c0:c0 + m], out=dst)
         n_safe = torch.where(n_l > 0, n_l, torch.ones_like(n_l)).unsqueeze(-1)
-        y = a_l / n_safe if out is None else a_l.div_(n_safe)
-        outs.append(y if m is None else y.flatten(1, 2))
+        outs.append((a_l / n_safe if out is None else a_l.div_(n_safe)).flatten(1, 2))
     return out if out is not None else torch.cat(outs, dim=1).to(v.dtype)
