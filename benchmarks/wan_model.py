@@ -53,7 +53,8 @@ from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, Wan
 
 from rehyat.wan.convert import convert_wan_to_rehyat, revert_to_softmax, set_rehyat_mode  # noqa: E402
 from rehyat.wan.memory import measure_peak, rss_supported  # noqa: E402
-from rehyat.wan.processor import ReHyAtWanAttnProcessor  # noqa: E402
+from rehyat.config import ReHyAtConfig  # noqa: E402
+from rehyat.wan.processor import FrameRotary, ReHyAtWanAttnProcessor  # noqa: E402
 
 WAN_1P3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
                 text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
@@ -134,17 +135,16 @@ def bench_block(args, device, dtype, records):
         x = torch.randn(1, n, DIM, device=device, dtype=dtype)
         text = torch.randn(1, TEXT_TOKENS, DIM, device=device, dtype=dtype)
         temb = torch.randn(1, 6, DIM, device=device, dtype=dtype)
-        rotary = rope(torch.empty(1, 1, t_lat, hp * 2, wp * 2, device="meta"))
+        rotary = FrameRotary(*rope(torch.empty(1, 1, t_lat, hp * 2, wp * 2, device="meta")), t_lat, hp * wp)
         for name, causal in variants:
             from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
             if causal is None:
                 block.attn1.set_processor(WanAttnProcessor())
             else:
-                proc = ReHyAtWanAttnProcessor(HEADS, HEAD_DIM, chunk_frames=args.chunk_frames,
-                                              overlap_frames=args.overlap_frames, causal=causal,
-                                              feature_map=args.feature_map).to(device, dtype)
-                proc.set_geometry(t_lat, hp * wp)
+                proc = ReHyAtWanAttnProcessor(HEADS, HEAD_DIM, ReHyAtConfig(
+                    chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames, causal=causal,
+                    feature_map=args.feature_map)).to(device, dtype)
                 block.attn1.set_processor(proc)
 
             def fn():

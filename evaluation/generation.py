@@ -51,6 +51,9 @@ GENERATOR_FACTORIES: dict[str, Callable[..., VideoGenerator]] = {}
 
 def register_generator(name: str):
     def deco(fn):
+        prev = GENERATOR_FACTORIES.get(name)
+        if prev is not None and (prev.__module__, prev.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"generator {name!r} is already registered (by {prev.__module__}.{prev.__qualname__})")
         GENERATOR_FACTORIES[name] = fn
         return fn
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .attention.geometry import ChunkGeometry
+from .config import ReHyAtConfig
 
 VAE_TEMPORAL, VAE_SPATIAL = 4, 8
 BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2, "float64": 8, "fp64": 8}
@@ -49,21 +50,19 @@ class VideoShape:
         return self.latent_frames // self.patch[0] * self.frame_tokens
 
 
-@dataclass(frozen=True)
-class AttentionSpec:
-    """What an attention layer computes: a kind plus its chunking and feature width."""
+def AttentionSpec(kind: str = "softmax", chunk_frames: int = 3, overlap_frames: int = 1, causal: bool = False,
+                  feature_dim: int = 256) -> ReHyAtConfig:
+    """Thin alias kept for older callers: the :class:`~rehyat.config.ReHyAtConfig` of ``kind`` whose feature map has
+    width ``feature_dim`` (a one-part polynomial map; the cost depends on F only)."""
+    return ReHyAtConfig(kind=kind, chunk_frames=chunk_frames, overlap_frames=overlap_frames, causal=causal,
+                        feature_map="polynomial",
+                        feature_map_kwargs={"hidden_dim": feature_dim, "feature_dim": feature_dim, "degree": 1})
 
-    kind: str = "softmax"
-    chunk_frames: int = 3
-    overlap_frames: int = 1
-    causal: bool = False
-    feature_dim: int = 256
 
-    @property
-    def label(self) -> str:
-        if self.kind in ("softmax", "linear"):
-            return self.kind + ("_causal" if self.causal and self.kind == "linear" else "")
-        return f"{self.kind}_tc{self.chunk_frames}_to{self.overlap_frames}" + ("_causal" if self.causal and self.kind == "hybrid" else "")
+def _feature_dim(spec: ReHyAtConfig, head_dim: int, feature_dim: int | None) -> int:
+    if feature_dim is not None:
+        return feature_dim
+    return spec.feature_dim(head_dim) or 1
 
 
 @dataclass
@@ -85,14 +84,18 @@ def _sdpa(b: int, h: int, nq: int, nk: int, d: int) -> int:
     return 4 * b * h * nq * nk * d
 
 
-def _windows(frames: int, frame_tokens: int, spec: AttentionSpec) -> list[tuple[int, int]]:
+def _windows(frames: int, frame_tokens: int, spec: ReHyAtConfig) -> list[tuple[int, int]]:
     geom = ChunkGeometry(frames, frame_tokens, spec.chunk_frames, spec.overlap_frames)
     return [((c.end - c.start) * frame_tokens, (c.window_end - c.window_start) * frame_tokens) for c in geom.chunks()]
 
 
-def attention_flops(spec: AttentionSpec, *, batch: int, heads: int, head_dim: int, frames: int, frame_tokens: int) -> Cost:
-    """FLOPs of the attention core (no projections, no feature maps).  ``frames`` are latent frames."""
-    b, h, d, f = batch, heads, head_dim, spec.feature_dim
+def attention_flops(spec: ReHyAtConfig, *, batch: int, heads: int, head_dim: int, frames: int, frame_tokens: int,
+                    feature_dim: int | None = None) -> Cost:
+    """FLOPs of the attention core (no projections, no feature maps).  ``frames`` are latent frames.
+
+    ``spec``: the layer's :class:`ReHyAtConfig` (kind, T_c, T_o, direction, feature map); ``feature_dim`` overrides
+    the width F its feature map gives at ``head_dim`` (e.g. features supplied from outside)."""
+    b, h, d, f = batch, heads, head_dim, _feature_dim(spec, head_dim, feature_dim)
     n = frames * frame_tokens
     cost = Cost()
     if spec.kind == "softmax":
@@ -111,8 +114,8 @@ def attention_flops(spec: AttentionSpec, *, batch: int, heads: int, head_dim: in
     raise KeyError(f"no cost formula for attention kind {spec.kind!r}")
 
 
-def attention_memory(spec: AttentionSpec, *, batch: int, heads: int, head_dim: int, frames: int, frame_tokens: int,
-                     dtype: str = "float32") -> int:
+def attention_memory(spec: ReHyAtConfig, *, batch: int, heads: int, head_dim: int, frames: int, frame_tokens: int,
+                     dtype: str = "float32", feature_dim: int | None = None) -> int:
     """Peak activation bytes of the attention core in inference (inputs q, k, v, features and output included).
 
     softmax (fused): q, k, v, o.  hybrid: q, k, v, fq, fk, o + the linear branch's fp32 states: one ``(S, z)`` per frame
@@ -122,7 +125,7 @@ def attention_memory(spec: AttentionSpec, *, batch: int, heads: int, head_dim: i
     chunk_local: q, k, v, o.  Per-chunk temporaries (softmax output of one batched call, read-out) are left out.
     """
     el, acc = BYTES[dtype], 4 if BYTES[dtype] < 8 else 8
-    b, h, d, f = batch, heads, head_dim, spec.feature_dim
+    b, h, d, f = batch, heads, head_dim, _feature_dim(spec, head_dim, feature_dim)
     n = frames * frame_tokens
     qkvo = 4 * b * n * h * d * el
     feats = 2 * b * n * h * f * el
@@ -200,11 +203,11 @@ def _linear(b: int, n: int, i: int, o: int) -> int:
     return 2 * b * n * i * o
 
 
-def wan_block_flops(cfg: WanConfig, video: VideoShape, spec: AttentionSpec | None = None, *, batch: int = 1,
-                    feature_map: FeatureMapSpec | None = None) -> Cost:
+def wan_block_flops(cfg: WanConfig, video: VideoShape, spec: ReHyAtConfig | None = None, *, batch: int = 1,
+                    feature_map: FeatureMapSpec | None = None, feature_dim: int | None = None) -> Cost:
     """FLOPs of one WanTransformerBlock: self-attention (QKVO projections, optional phi_q/phi_k, attention core),
     cross-attention over ``cfg.text_tokens`` text tokens, and the FFN.  ``spec=None`` means the softmax teacher."""
-    spec = spec or AttentionSpec("softmax")
+    spec = spec or ReHyAtConfig(kind="softmax")
     c, h, d = cfg.inner_dim, cfg.num_attention_heads, cfg.attention_head_dim
     frames = video.latent_frames // cfg.patch_size[0]
     n, ft, lt = video.tokens, video.frame_tokens, cfg.text_tokens
@@ -212,7 +215,8 @@ def wan_block_flops(cfg: WanConfig, video: VideoShape, spec: AttentionSpec | Non
     cost.add("self_attn_proj", 4 * _linear(batch, n, c, c))
     if spec.kind != "softmax" and feature_map is not None:
         cost.add("feature_maps", 2 * feature_map.flops(batch, n, h))
-    core = attention_flops(spec, batch=batch, heads=h, head_dim=d, frames=frames, frame_tokens=ft)
+    core = attention_flops(spec, batch=batch, heads=h, head_dim=d, frames=frames, frame_tokens=ft,
+                           feature_dim=feature_dim)
     for k, v in core.breakdown.items():
         cost.add(f"self_attn_{k}", v)
     cost.add("cross_attn_proj", 2 * _linear(batch, n, c, c) + 2 * _linear(batch, lt, c, c))
@@ -221,13 +225,17 @@ def wan_block_flops(cfg: WanConfig, video: VideoShape, spec: AttentionSpec | Non
     return cost
 
 
-def wan_model_flops(cfg: WanConfig, video: VideoShape, converted: dict[int, AttentionSpec] | None = None, *,
-                    batch: int = 1, feature_map: FeatureMapSpec | None = None) -> Cost:
+def wan_model_flops(cfg: WanConfig, video: VideoShape, converted: ReHyAtConfig | dict[int, ReHyAtConfig] | None = None,
+                    *, batch: int = 1, feature_map: FeatureMapSpec | None = None,
+                    feature_dim: int | None = None) -> Cost:
     """FLOPs of one WanTransformer3DModel forward (one denoising step, one CFG branch).
 
-    ``converted`` maps block index -> attention spec; other blocks are softmax.  Includes patch embedding, the
+    ``converted``: a model's :class:`ReHyAtConfig` (its ``blocks`` say which blocks it converts) or a mapping block
+    index -> config; other blocks are softmax.  Includes patch embedding, the
     condition embedder (timestep MLP + 6x modulation projection, text MLP) and the output projection.
     """
+    if isinstance(converted, ReHyAtConfig):
+        converted = {i: converted for i in converted.block_indices(cfg.num_layers)}
     converted = converted or {}
     c, n = cfg.inner_dim, video.tokens
     pt, ph, pw = cfg.patch_size
@@ -236,7 +244,8 @@ def wan_model_flops(cfg: WanConfig, video: VideoShape, converted: dict[int, Atte
     cost.add("time_embedding", _linear(batch, 1, cfg.freq_dim, c) + _linear(batch, 1, c, c) + _linear(batch, 1, c, 6 * c))
     cost.add("text_embedding", _linear(batch, cfg.text_tokens, cfg.text_dim, c) + _linear(batch, cfg.text_tokens, c, c))
     for i in range(cfg.num_layers):
-        block = wan_block_flops(cfg, video, converted.get(i), batch=batch, feature_map=feature_map)
+        block = wan_block_flops(cfg, video, converted.get(i), batch=batch, feature_map=feature_map,
+                                feature_dim=feature_dim)
         for k, v in block.breakdown.items():
             cost.add(f"blocks.{k}", v)
     cost.add("proj_out", _linear(batch, n, c, cfg.out_channels * pt * ph * pw))

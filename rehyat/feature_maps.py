@@ -31,6 +31,8 @@ FEATURE_MAPS: dict[str, type["FeatureMap"]] = {}
 
 def register_feature_map(name: str) -> Callable[[type], type]:
     def deco(cls):
+        if name in FEATURE_MAPS and FEATURE_MAPS[name] is not cls:
+            raise ValueError(f"feature map {name!r} is already registered (by {FEATURE_MAPS[name].__qualname__})")
         cls.registry_name = name
         FEATURE_MAPS[name] = cls
         return cls
@@ -44,6 +46,12 @@ def build_feature_map(name: str, num_heads: int, head_dim: int, **kwargs) -> "Fe
     except KeyError:
         raise KeyError(f"unknown feature map {name!r}; registered: {sorted(FEATURE_MAPS)}") from None
     return cls(num_heads=num_heads, head_dim=head_dim, **kwargs)
+
+
+def feature_map_output_dim(name: str, head_dim: int, **kwargs) -> int:
+    """F of ``build_feature_map(name, H, head_dim, **kwargs)`` without allocating it (built on the meta device)."""
+    with torch.device("meta"):
+        return build_feature_map(name, 1, head_dim, **kwargs).feature_dim
 
 
 class FeatureMap(nn.Module):

@@ -12,9 +12,12 @@ CLI (VBench layout ``{prompt}-{i}.mp4``; seed of video i = ``--seed + i``; resum
         --width 832 --seed 0 --videos-per-prompt 5 [--mode recurrent]
     torchrun --nproc_per_node 8 -m rehyat.generate --model PATH ...
 
-``--model``: ``tiny`` (built-in tiny random ReHyAt model; the default), ``tiny-softmax`` (its softmax base), a ReHyAt
-checkpoint folder (``rehyat_config.json``; base Wan folder from the checkpoint, ``--base`` or ``$REHYAT_WAN_BASE``), or
-a plain diffusers Wan folder (softmax baseline).  Nothing is downloaded.
+``--model``: ``tiny`` (built-in tiny random ReHyAt model; the default), ``tiny-softmax`` (its softmax base), a converted
+pipeline folder (``model_index.json`` naming ``ReHyAtWanTransformer3DModel``), a ReHyAt transformer folder (either
+checkpoint layout; base Wan folder from the checkpoint, ``--base`` or ``$REHYAT_WAN_BASE``), or a plain diffusers Wan
+folder (softmax baseline).  ``--preset NAME`` (and the ReHyAt flags ``--blocks``, ``--chunk-frames``, ...) convert a
+dense model on the fly with **freshly initialised, untrained** feature maps — for speed / memory / pipeline checks,
+never for quality.  Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -76,8 +79,24 @@ def model_defaults(model) -> dict:
 
 
 def load_model(model, *, mode: str = "parallel", device: str | torch.device | None = None,
-               torch_dtype: torch.dtype | None = None, base_model: str | os.PathLike | None = None):
-    """A ``WanPipeline`` from a spec: an existing pipeline, ``tiny`` / ``tiny-softmax``, or a local folder."""
+               torch_dtype: torch.dtype | None = None, base_model: str | os.PathLike | None = None,
+               convert=None):
+    """A ``WanPipeline`` from a spec: an existing pipeline, ``tiny`` / ``tiny-softmax``, or a local folder.
+
+    ``convert``: a :class:`~rehyat.config.ReHyAtConfig` to convert a *dense* model with (fresh, untrained phi;
+    pipeline/speed checks only); refused for a model that is already ReHyAt (its config comes with its trained phi).
+    """
+    if convert is not None:
+        pipe = load_model(model, mode="parallel", device=device, torch_dtype=torch_dtype, base_model=base_model)
+        from rehyat.wan import convert_pipeline, is_rehyat as _is_rehyat
+
+        if _is_rehyat(pipe.transformer):
+            raise ValueError(f"{model} is already a ReHyAt model (its attention config comes with its trained feature "
+                             f"maps); --preset / --chunk-frames / ... convert dense models only")
+        print("[rehyat.generate] converting the dense model with freshly initialised (untrained) feature maps: "
+              f"{convert.to_dict()} — outputs are pipeline/speed checks, not quality", file=sys.stderr)
+        convert_pipeline(pipe, convert, seed=0)
+        return load_model(pipe, mode=mode, device=device)
     from diffusers import WanPipeline
 
     from rehyat.wan.convert import is_rehyat, set_rehyat_mode
@@ -234,7 +253,7 @@ def generate_videos(
     fps: int = WAN_FPS, rank: int | None = None, world_size: int | None = None,
     device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,
     base_model: str | os.PathLike | None = None, overwrite: bool = False, save_latents: bool = False,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = print, convert=None,
 ) -> list[Path]:
     """Generate ``videos_per_prompt`` videos per prompt into ``out_dir`` (this shard's share); returns their paths.
 
@@ -243,7 +262,8 @@ def generate_videos(
     videos are skipped (resume) unless ``overwrite``; writes are atomic, so an interrupted run leaves no truncated
     mp4.  The model is loaded only if something is left to generate.  ``model``: a ``WanPipeline`` or a spec of
     :func:`load_model`.  Size/step arguments left ``None`` take :func:`model_defaults`.  Each written file is decoded
-    back and its frame count and size checked.
+    back and its frame count and size checked.  ``convert``: a ReHyAtConfig to convert a dense model with
+    (untrained phi; see :func:`load_model`).
     """
     defaults = model_defaults(model)
     num_frames = defaults["num_frames"] if num_frames is None else int(num_frames)
@@ -267,7 +287,8 @@ def generate_videos(
         log(f"[rehyat.generate] shard {rank}/{world}: {len(mine)} videos, {len(mine) - len(todo)} already done")
     if todo:
         device = device or default_device()
-        pipe = load_model(model, mode=mode, device=device, torch_dtype=torch_dtype, base_model=base_model)
+        pipe = load_model(model, mode=mode, device=device, torch_dtype=torch_dtype, base_model=base_model,
+                          convert=convert)
         desc = describe_model(pipe, model)
         settings = dict(num_frames=num_frames, height=height, width=width, num_inference_steps=steps,
                         guidance_scale=guidance, negative_prompt=negative_prompt, max_sequence_length=max_seq,
@@ -309,9 +330,10 @@ class WanVideoGenerator:
                  device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,
                  base_model: str | os.PathLike | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT,
-                 max_sequence_length: int | None = None, fps: int = WAN_FPS):
+                 max_sequence_length: int | None = None, fps: int = WAN_FPS, convert=None):
         defaults = model_defaults(model)
-        self.pipe = load_model(model, mode=mode, device=device, torch_dtype=torch_dtype, base_model=base_model)
+        self.pipe = load_model(model, mode=mode, device=device, torch_dtype=torch_dtype, base_model=base_model,
+                               convert=convert)
         self.spec = model if isinstance(model, str) else None
         self.label = label or (Path(model).name if isinstance(model, (str, os.PathLike)) else "wan")
         self.recipe = dict(
@@ -370,24 +392,40 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                     help="transformer/text-encoder dtype (default: bfloat16 on CUDA, float32 on CPU)")
     ap.add_argument("--fps", type=int, default=WAN_FPS)
+    from rehyat.config import add_config_arguments
+
+    add_config_arguments(ap, title="convert a dense model on the fly (untrained phi: speed / pipeline checks only)")
+    from rehyat.cli import add_debug_flag
+
+    add_debug_flag(ap)
     ap.add_argument("--save-latents", action="store_true", help="also store final latents in OUT/meta/")
     ap.add_argument("--overwrite", action="store_true", help="regenerate existing videos")
     return ap
 
 
 def main(argv: Iterable[str] | None = None) -> int:
+    from rehyat.cli import run_cli
+
     args = build_parser().parse_args(None if argv is None else list(argv))
+    return run_cli(lambda: _main(args), debug=args.debug, prog="rehyat.generate")
+
+
+def _main(args) -> int:
     prompts = (read_prompts(args.prompts) if args.prompts else []) + list(args.prompt)
     if not prompts:
         print("no prompts: pass --prompts FILE and/or --prompt TEXT", file=sys.stderr)
         return 2
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    from rehyat.config import CLI_FIELDS, config_from_arguments
+
+    wants_conversion = args.preset is not None or any(getattr(args, f) is not None for f in CLI_FIELDS)
+    convert = config_from_arguments(args) if wants_conversion else None
     paths = generate_videos(
         args.model, prompts, args.out, num_frames=args.num_frames, height=args.height, width=args.width,
         seed=args.seed, videos_per_prompt=args.videos_per_prompt, mode=args.mode, num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
         max_sequence_length=args.max_sequence_length, fps=args.fps, device=args.device, torch_dtype=dtype,
-        base_model=args.base, overwrite=args.overwrite, save_latents=args.save_latents)
+        base_model=args.base, overwrite=args.overwrite, save_latents=args.save_latents, convert=convert)
     print(f"[rehyat.generate] done: {len(paths)} videos in {args.out}")
     return 0
 

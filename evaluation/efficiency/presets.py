@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from rehyat.cost import AttentionSpec
+from rehyat.attention import get_attention_kind
+from rehyat.config import ReHyAtConfig
 
 LEVELS = ("op", "block", "model")
 
@@ -23,39 +24,31 @@ WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=
                 qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
 
 
-@dataclass(frozen=True)
-class KindConfig:
-    """One attention kind of :data:`rehyat.attention.ATTENTION_KINDS` plus its chunking.
+def KindConfig(kind: str, chunk_frames: int | None = None, overlap_frames: int | None = None,
+               converted: int | None = None) -> ReHyAtConfig:
+    """The :class:`~rehyat.config.ReHyAtConfig` one sweep point measures (a thin constructor under its older name).
 
-    ``converted``: model level only -- how many of the model's blocks use this kind (``None`` = all; spread evenly
-    over depth as :func:`rehyat.wan.convert.resolve_blocks` does).  ``softmax`` is the unconverted model.
+    Chunked kinds take ``T_c, T_o`` (default 3, 1); others are normalised to ``T_c=1, T_o=0`` so that one kind is
+    one point.  ``causal`` follows the kind: only ``hybrid_recurrent`` (causal-only) is causal, every other kind is
+    measured bidirectionally.  ``converted`` (model level): how many blocks use this kind (``None`` = all; spread
+    over depth as :func:`rehyat.config.resolve_blocks` does) — the config's ``blocks``.  The ``linear`` baseline
+    uses SANA's parameter-free ReLU features; the feature map of the others is set per preset by the workloads.
     """
+    k = get_attention_kind(kind)
+    chunked = k.uses_chunks
+    return ReHyAtConfig(blocks="all" if converted is None else converted, kind=kind,
+                        chunk_frames=(3 if chunk_frames is None else chunk_frames) if chunked else 1,
+                        overlap_frames=(1 if overlap_frames is None else overlap_frames) if chunked else 0,
+                        causal=k.causal_only, feature_map="relu" if kind == "linear" else "polynomial")
 
-    kind: str
-    chunk_frames: int | None = None
-    overlap_frames: int | None = None
-    converted: int | None = None
 
-    @property
-    def causal(self) -> bool:
-        return self.kind == "hybrid_recurrent"  # the recurrent form exists only for the causal op; the rest: bidirectional
+def converted_of(kc: ReHyAtConfig) -> int | list[int] | None:
+    """``KindConfig``'s ``converted``: the config's blocks, ``None`` for all."""
+    return None if kc.blocks == "all" else kc.blocks
 
-    @property
-    def chunked(self) -> bool:
-        return self.kind in ("hybrid", "hybrid_recurrent", "chunk_local")
 
-    def spec(self, feature_dim: int) -> AttentionSpec:
-        tc = self.chunk_frames if self.chunked else 1
-        to = self.overlap_frames if self.chunked else 0
-        return AttentionSpec(self.kind, tc, to, self.causal, feature_dim)
-
-    @property
-    def label(self) -> str:
-        """The ``model`` field of the records (docs/interfaces.md: ``hybrid_tc3_to1``, ``linear``, ...)."""
-        return self.spec(1).label
-
-    def with_converted(self, n: int | None) -> "KindConfig":
-        return replace(self, converted=n)
+def with_converted(kc: ReHyAtConfig, n: int | None) -> ReHyAtConfig:
+    return kc.replace(blocks="all" if n is None else n)
 
 
 def parse_kind(text: str) -> KindConfig:
@@ -66,7 +59,7 @@ def parse_kind(text: str) -> KindConfig:
     if name not in ATTENTION_KINDS:
         raise ValueError(f"unknown attention kind {name!r}; registered: {sorted(ATTENTION_KINDS)}")
     cfg = KindConfig(name)
-    if cfg.chunked:
+    if cfg.attention_kind.uses_chunks:
         tc, to = (int(rest[0]), int(rest[1])) if len(rest) == 2 else (3, 1)
         if tc < 1 or to < 0:
             raise ValueError(f"{text!r}: need T_c >= 1 and T_o >= 0")
@@ -225,8 +218,8 @@ def override(preset: Preset, *, levels=None, frames=None, resolutions=None, kind
         if resolutions is not None:
             kw["resolutions"] = tuple(resolutions)
         if kinds is not None:
-            conv = {k.kind: k.converted for k in lv.kinds}
-            kw["kinds"] = tuple(k.with_converted(conv.get(k.kind)) if lv.level == "model" else k for k in kinds)
+            conv = {k.kind: converted_of(k) for k in lv.kinds}
+            kw["kinds"] = tuple(with_converted(k, conv.get(k.kind)) if lv.level == "model" else k for k in kinds)
         if point_budget_s is not None:
             kw["point_budget_s"] = point_budget_s
         if repeats is not None:

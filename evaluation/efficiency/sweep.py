@@ -228,8 +228,8 @@ def _run_point(preset, level, wl, kinds, video, res, backends, meter, pred, star
         oom = bool(run is not None and (run.oom or (tm is not None and tm.oom)))
         details = dict(
             level=level.level, frames=video.frames, latent_frames=video.latent_frames, height=video.height,
-            width=video.width, chunk_frames=kc.chunk_frames if kc.chunked else None,
-            overlap_frames=kc.overlap_frames if kc.chunked else None, causal=kc.causal,
+            width=video.width, chunk_frames=kc.chunk_frames if kc.attention_kind.uses_chunks else None,
+            overlap_frames=kc.overlap_frames if kc.attention_kind.uses_chunks else None, causal=kc.causal,
             converted_blocks=wl.converted_blocks(kc), dtype=preset.dtype, device=device, threads=threads,
             backend=backends[kc], analytic_only=analytic_only, oom=oom, latency_spread_ms=None, repeats=0,
             # extras (not part of the sweep key)

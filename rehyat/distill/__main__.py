@@ -11,7 +11,9 @@ import dataclasses
 import json
 import sys
 
-from .common import add_dataclass_flags, build_config
+from rehyat.cli import add_debug_flag
+
+from .common import add_dataclass_flags, build_config, config_keys
 from .encode import EncodeConfig, encode_dataset
 from .stage1 import Stage1Config, train_stage1
 from .stage2 import Stage2Config, train_stage2
@@ -29,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         if name != "encode":
             sp.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         add_dataclass_flags(sp, cls)
+        add_debug_flag(sp)
         sp.set_defaults(_cls=cls)
     sp = sub.add_parser("synth-data", help="write a synthetic smooth-latent dataset (tests, proxy benchmark)")
     sp.add_argument("--out", required=True)
@@ -41,12 +44,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rehyat.cli import run_cli
+
     args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except (FileNotFoundError, ValueError) as e:  # missing weights / folders, bad options: a message, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # missing weights / folders, bad options: a message, no traceback (unless --debug)
+    return run_cli(lambda: _run(args), debug=getattr(args, "debug", False), prog="rehyat.distill")
 
 
 def _run(args) -> int:
@@ -59,7 +61,7 @@ def _run(args) -> int:
         print(args.out)
         return 0
     cls = args._cls
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = config_keys(cls)
     cfg = build_config(cls, args.config, {k: v for k, v in vars(args).items() if k in names})
     if getattr(args, "print_config", False):
         print(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))

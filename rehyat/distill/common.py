@@ -49,9 +49,26 @@ def _flag_type(f: dataclasses.Field):
     return str
 
 
+def config_keys(cls) -> set[str]:
+    """Keys a stage config accepts: its fields plus its init-only aliases (``--preset``, the ReHyAt flags)."""
+    return {f.name for f in dataclasses.fields(cls)} | {
+        n for n, f in cls.__dataclass_fields__.items() if isinstance(f.type, dataclasses.InitVar)
+        or str(f.type).startswith("InitVar")}
+
+
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--field-name`` flag per dataclass field (default ``None`` = keep the config-file / dataclass value)."""
+    """One ``--field-name`` flag per dataclass field (default ``None`` = keep the config-file / dataclass value).
+
+    A nested ``rehyat`` field (a :class:`rehyat.config.ReHyAtConfig`) gets ``--preset`` and the ReHyAt flags
+    instead, under the names its ``REHYAT_FLAG_NAMES`` gives (folded into the nested object by the config)."""
+    if "rehyat" in {f.name for f in dataclasses.fields(cls)}:
+        from rehyat.config import add_config_arguments
+
+        add_config_arguments(parser, names=getattr(sys.modules[cls.__module__], "REHYAT_FLAG_NAMES", None))
+    skip = config_keys(cls) - {f.name for f in dataclasses.fields(cls)} | {"rehyat"}
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         name = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
         typ = _flag_type(f)
@@ -81,7 +98,7 @@ def build_config(cls, file: str | os.PathLike | None = None, overrides: dict | N
     if file:
         values.update(load_config_file(file))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = config_keys(cls)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys: {unknown}; known: {sorted(known)}")
@@ -91,24 +108,6 @@ def build_config(cls, file: str | os.PathLike | None = None, overrides: dict | N
 def config_hash(cfg, ignore: Iterable[str] = ()) -> str:
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in set(ignore)}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def parse_int_list(s: str | int | list | None) -> list[int] | None:
-    if s is None or isinstance(s, list):
-        return s
-    if isinstance(s, int):
-        return [s]
-    return [int(x) for x in str(s).replace(" ", "").split(",") if x]
-
-
-def parse_blocks(s):
-    """``"all"``, ``"15"`` (n blocks spread over depth) or ``"0,2,4"`` -> what ``convert_wan_to_rehyat`` takes."""
-    if s is None or s == "all" or isinstance(s, (int, list)):
-        return s
-    s = str(s).strip()
-    if s.isdigit():
-        return int(s)
-    return parse_int_list(s)
 
 
 # --------------------------------------------------------------------------------------------------------------------

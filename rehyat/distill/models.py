@@ -16,8 +16,9 @@ def parse_dtype(name: str) -> torch.dtype:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}") from None
 
 
-def load_teacher(spec: str, dtype: torch.dtype = torch.float32):
-    """The softmax Wan transformer: ``"tiny"`` or a local diffusers Wan folder (pipeline or bare transformer).
+def load_teacher(spec: str, dtype: torch.dtype = torch.float32, subfolder: str | None = None):
+    """The softmax Wan transformer: ``"tiny"`` or a local diffusers Wan folder (pipeline or bare transformer;
+    ``subfolder`` picks one transformer of a pipeline, e.g. Wan2.2 A14B's ``transformer_2``).
 
     Returns ``(transformer, absolute base folder)``; a missing folder raises ``BaseCheckpointNotFoundError`` that says
     what to download and where to put it.
@@ -28,9 +29,11 @@ def load_teacher(spec: str, dtype: torch.dtype = torch.float32):
         from rehyat.tiny import tiny_model_dir
 
         folder = tiny_model_dir()
+    elif subfolder:
+        folder = Path(spec).expanduser()
     else:
         folder, _ = resolve_base_transformer(spec)
-    transformer = load_base_transformer(folder, torch_dtype=dtype)
+    transformer = load_base_transformer(folder, torch_dtype=dtype, subfolder=subfolder)
     return transformer, str(Path(folder).resolve())
 
 
@@ -44,6 +47,7 @@ def resolve_student(spec: str) -> Path:
     from rehyat.wan.checkpoint import is_rehyat_checkpoint
 
     if not is_rehyat_checkpoint(p):
-        raise FileNotFoundError(f"{p} is not a ReHyAt checkpoint (no rehyat_config.json); pass the `rehyat/` folder "
-                                f"a stage-1 run writes, or 'tiny'")
+        raise FileNotFoundError(f"{p} is not a ReHyAt checkpoint (neither rehyat_config.json nor a config.json with a "
+                                f"'rehyat' entry); pass the `rehyat/` folder a stage-1 run writes, a folder written "
+                                f"by save_pretrained, or 'tiny'")
     return p

@@ -20,19 +20,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
 import torch
 
 from .common import (CONFIG_NAME, EXPORT_DIR, SUMMARY_NAME, CheckpointManager, DistInfo, MetricsWriter,
                      SimulatedKill, all_reduce_mean_, atomic_write_json, barrier, config_hash, generator,
-                     init_distributed, lr_lambda, maybe_autocast, parse_blocks, progress,
+                     init_distributed, lr_lambda, maybe_autocast, progress,
                      seed_everything, shutdown_distributed, versions)
+from rehyat.config import ReHyAtConfig, apply_overrides
+
 from .data import LatentDataset, RandomPrompts
 from .flow import FlowMatching
 from .models import load_teacher, parse_dtype
 from .teacher_forcing import DistillSettings, enable_distillation
+
+# Stage 1's flag for ReHyAtConfig.linear_scale keeps its historical name.
+REHYAT_FLAG_NAMES = {"linear_scale": "learn_linear_scale"}
 
 # Keys that may differ between an interrupted run and its resumption.
 _RESUME_FREE = ("steps", "out", "progress", "resume", "stop_after", "checkpoint_every", "keep_checkpoints",
@@ -43,13 +48,20 @@ _RESUME_FREE = ("steps", "out", "progress", "resume", "stop_after", "checkpoint_
 class Stage1Config:
     teacher: str = field(default="tiny", metadata={"help": "local diffusers Wan folder (softmax teacher) or 'tiny'"})
     out: str = field(default="runs/stage1", metadata={"help": "output folder (checkpoints, metrics, rehyat/)"})
-    blocks: str = field(default="all", metadata={"help": "'all', n (n blocks spread over depth) or indices "
-                                                         "'0,2,4' (one index: '5,')"})
-    chunk_frames: int = 3
-    overlap_frames: int = 1
-    causal: bool = False
-    feature_map: str = "polynomial"
-    feature_map_kwargs: dict | str = field(default_factory=dict, metadata={"help": "JSON, e.g. '{\"hidden_dim\": 64}'"})
+    teacher_subfolder: str | None = field(default=None, metadata={
+        "help": "transformer of a pipeline folder to distil (Wan2.2 A14B: transformer or transformer_2)"})
+    # The converted model's attention: one ReHyAtConfig, nested.  Its CLI flags (--preset, --blocks, --chunk-frames,
+    # --overlap-frames, --causal, --feature-map, --feature-map-kwargs, --learn-linear-scale) and the same flat keys
+    # in config files are folded into it by __post_init__.
+    rehyat: ReHyAtConfig | dict = field(default_factory=lambda: ReHyAtConfig(linear_scale=True))
+    preset: InitVar[str | None] = None
+    blocks: InitVar[str | int | None] = None
+    chunk_frames: InitVar[int | None] = None
+    overlap_frames: InitVar[int | None] = None
+    causal: InitVar[bool | None] = None
+    feature_map: InitVar[str | None] = None
+    feature_map_kwargs: InitVar[dict | str | None] = None
+    learn_linear_scale: InitVar[bool | None] = None
     student_kind: str = field(default="hybrid", metadata={"help": "hybrid (ReHyAt) | linear | chunk_local"})
     # inputs
     source: str = field(default="trajectory", metadata={"help": "trajectory | dataset"})
@@ -76,9 +88,6 @@ class Stage1Config:
     output_loss_weight: float = 1.0
     xent_weight: float = field(default=0.0, metadata={"help": "weight of the Hedgehog attention-weight cross-entropy"})
     xent_queries: int = 64
-    learn_linear_scale: bool = field(default=True, metadata={"help": "learn a per-head log-scale of the linear branch "
-                                                                      "(a mixing parameter, data-initialised; see "
-                                                                      "docs/distill.md)"})
     linear_scale_lr_mult: float = 30.0
     # runtime
     seed: int = 0
@@ -95,9 +104,12 @@ class Stage1Config:
     stop_after: int | None = field(default=None, metadata={"help": "stop after this many steps of this invocation "
                                                                     "(checkpoint first), as if killed"})
 
-    def __post_init__(self):
-        if isinstance(self.feature_map_kwargs, str):
-            self.feature_map_kwargs = json.loads(self.feature_map_kwargs or "{}")
+    def __post_init__(self, preset, blocks, chunk_frames, overlap_frames, causal, feature_map, feature_map_kwargs,
+                      learn_linear_scale):
+        self.rehyat = apply_overrides(ReHyAtConfig.from_dict(self.rehyat), preset, REHYAT_FLAG_NAMES,
+                                      blocks=blocks, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
+                                      causal=causal, feature_map=feature_map, feature_map_kwargs=feature_map_kwargs,
+                                      learn_linear_scale=learn_linear_scale)
         if self.source not in ("trajectory", "dataset"):
             raise ValueError(f"source must be 'trajectory' or 'dataset', got {self.source!r}")
         if self.source == "dataset" and not self.data:
@@ -244,15 +256,12 @@ def build_stage1_model(cfg: Stage1Config, device: torch.device):
     """Teacher (frozen) + ReHyAt φ on the chosen blocks + teacher forcing.  Returns (model, procs, settings, base)."""
     from rehyat.wan.convert import convert_wan_to_rehyat
 
-    model, base = load_teacher(cfg.teacher, parse_dtype(cfg.dtype))
+    model, base = load_teacher(cfg.teacher, parse_dtype(cfg.dtype), subfolder=cfg.teacher_subfolder)
     model.requires_grad_(False)
-    convert_wan_to_rehyat(model, parse_blocks(cfg.blocks), chunk_frames=cfg.chunk_frames,
-                          overlap_frames=cfg.overlap_frames, causal=cfg.causal, feature_map=cfg.feature_map,
-                          feature_map_kwargs=cfg.feature_map_kwargs, seed=cfg.seed,
-                          linear_scale=cfg.learn_linear_scale)
+    model = convert_wan_to_rehyat(model, config=cfg.rehyat, seed=cfg.seed)
     settings = DistillSettings(student_kind=cfg.student_kind, loss=cfg.loss, output_weight=cfg.output_loss_weight,
                                xent_weight=cfg.xent_weight, xent_queries=cfg.xent_queries,
-                               linear_scale=cfg.learn_linear_scale)
+                               linear_scale=cfg.rehyat.linear_scale)
     procs = enable_distillation(model, settings)
     for p in procs.values():
         p.float()  # φ trains in fp32 whatever the teacher dtype
@@ -340,7 +349,7 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
 
     if not get_attention_kind(cfg.student_kind).needs_features or not any(p.requires_grad for g in groups
                                                                            for p in g["params"]):
-        raise ValueError(f"student kind {cfg.student_kind!r} with feature map {cfg.feature_map!r} has nothing to "
+        raise ValueError(f"student kind {cfg.student_kind!r} with feature map {cfg.rehyat.feature_map!r} has nothing to "
                          f"train (evaluate it with evaluate_stage1 instead)")
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.steps,
@@ -363,7 +372,7 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
     all_params = [p for g in groups for p in g["params"]]
     bar = progress(cfg.steps, start, "stage1", cfg.progress and info.is_main)
     t0, step, last_loss = time.time(), start, None
-    if cfg.learn_linear_scale and resumed is None:
+    if cfg.rehyat.linear_scale and resumed is None:
         init_linear_scale(model, procs, settings, inputs, info)
     if cfg.eval_every and resumed is None:
         for i, e in evaluate_stage1(model, procs, settings, inputs).items():

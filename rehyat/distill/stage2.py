@@ -78,11 +78,11 @@ class Stage2Config:
 
 def build_stage2_model(cfg: Stage2Config, device: torch.device):
     """Converted model with the chosen trainable set.  Returns ``(model, base folder or None, checkpoint folder)``."""
-    from rehyat.wan.checkpoint import load_rehyat, read_rehyat_config, resolve_base_model
+    from rehyat.wan.checkpoint import is_adapter_checkpoint, load_rehyat, read_rehyat_config, resolve_base_model
 
     ckpt = resolve_student(cfg.model)
-    meta = read_rehyat_config(ckpt)
-    base = None if meta["weights"] == "full" else resolve_base_model(ckpt, cfg.base)
+    adapter = is_adapter_checkpoint(ckpt) and read_rehyat_config(ckpt)["weights"] != "full"
+    base = resolve_base_model(ckpt, cfg.base) if adapter else None
     model = load_rehyat(ckpt, base, torch_dtype=parse_dtype(cfg.dtype))
     model.requires_grad_(False)
     if cfg.trainable.startswith("lora"):

@@ -1,8 +1,10 @@
 """Layer-wise teacher forcing for stage 1.
 
-A converted block's :class:`~rehyat.wan.processor.ReHyAtWanAttnProcessor` is switched (in place, by class swap — the
-same object, so ``phi_q`` / ``phi_k`` keep their parameter names ``blocks.{i}.attn1.processor.phi_*``) to
-:class:`DistillWanAttnProcessor`.  In ``"distill"`` mode its forward
+:func:`enable_distillation` installs a :class:`DistillWanAttnProcessor` wrapper around each converted block's
+:class:`~rehyat.wan.processor.ReHyAtWanAttnProcessor` with ``set_processor``.  The wrapper shares the wrapped
+processor's parameter, buffer and submodule registries (the same dicts), so ``phi_q`` / ``phi_k`` keep their names
+``blocks.{i}.attn1.processor.phi_*`` and ``.to()`` / optimisers see one set of tensors; :func:`disable_distillation`
+puts the wrapped processor back.  In ``"distill"`` mode its forward
 
 1. computes Wan's post-RoPE ``q, k, v`` exactly as the ReHyAt processor does (projections, RMSNorm across heads, RoPE);
 2. computes the **teacher** output: dense softmax attention (SDPA) of those ``q, k, v``;
@@ -26,8 +28,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+import torch.nn as nn
+
 from rehyat.attention import get_attention_kind
-from rehyat.wan.processor import ReHyAtWanAttnProcessor, wan_self_attention_qkv
+from rehyat.wan.processor import ReHyAtWanAttnProcessor, project_out, wan_self_attention_qkv
 
 Tensor = torch.Tensor
 STUDENT_KINDS = ("hybrid", "linear", "chunk_local")
@@ -69,23 +73,6 @@ class DistillSettings:
             st[k] = st.get(k, 0.0) + float(v)
 
 
-def _frame_masks(kind: str, q_frames: Tensor, num_frames: int, frame_tokens: int, chunk_frames: int,
-                 overlap_frames: int, causal: bool) -> tuple[Tensor, Tensor]:
-    """Token masks ``softmax_set, linear_set`` [nq, N] for queries in frames ``q_frames`` (same sets as the op)."""
-    kf = torch.arange(num_frames, device=q_frames.device).repeat_interleave(frame_tokens)[None]  # [1, N]
-    c = q_frames // chunk_frames
-    ws = (c * chunk_frames - overlap_frames).clamp_min(0)[:, None]
-    we = ((c + 1) * chunk_frames).clamp_max(num_frames)[:, None]
-    in_win = (kf >= ws) & (kf < we)
-    if kind == "hybrid":
-        return in_win, ((kf < ws) if causal else ~in_win)
-    if kind == "chunk_local":
-        return in_win, torch.zeros_like(in_win)
-    # linear: every key, or chunk-causal (keys up to the end of the query's chunk)
-    lin = (kf < we) if causal else torch.ones_like(in_win)
-    return torch.zeros_like(in_win), lin
-
-
 def student_log_weights(q: Tensor, k: Tensor, fq: Tensor | None, fk: Tensor | None, kind: str, proc, idx: Tensor
                         ) -> tuple[Tensor, Tensor]:
     """``(teacher scores s [B, H, nq, N], student log-weights [B, H, nq, N])`` for query tokens ``idx``.
@@ -99,8 +86,8 @@ def student_log_weights(q: Tensor, k: Tensor, fq: Tensor | None, fk: Tensor | No
     kt = k.to(acc).transpose(1, 2)
     s = torch.matmul(qs, kt.transpose(-1, -2)) * scale  # [B, H, nq, N]
     nf = q.shape[1] // proc.frame_tokens
-    soft, lin = _frame_masks(kind, idx // proc.frame_tokens, nf, proc.frame_tokens, proc.chunk_frames,
-                             proc.overlap_frames, proc.causal)
+    soft, lin = get_attention_kind(kind).token_masks(idx, nf, proc.frame_tokens, proc.chunk_frames,
+                                                     proc.overlap_frames, proc.causal)
     logits = torch.where(soft, s, torch.full_like(s, float("-inf")))
     if fq is not None and bool(lin.any()):
         kern = torch.matmul(fq[:, idx].to(acc).transpose(1, 2), fk.to(acc).transpose(1, 2).transpose(-1, -2))
@@ -119,22 +106,49 @@ def attention_xent(q: Tensor, k: Tensor, fq: Tensor | None, fk: Tensor | None, k
     return -(p_true * log_pred.clamp_min(math.log(1e-12))).sum(-1).mean()
 
 
-class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
-    """See the module docstring.  Created only by :func:`enable_distillation` (class swap of a ReHyAt processor)."""
+@dataclass(frozen=True)
+class CallLayout:
+    """The chunking of one call: frame tokens of this call, T_c, T_o and direction of the wrapped processor."""
 
-    _distill: DistillSettings | None
-    _distill_block: int
+    frame_tokens: int
+    chunk_frames: int
+    overlap_frames: int
+    causal: bool
+
+
+class DistillWanAttnProcessor(nn.Module):
+    """See the module docstring.  Installed by :func:`enable_distillation` around a ReHyAt processor ``inner``."""
+
+    def __init__(self, inner: ReHyAtWanAttnProcessor, settings: DistillSettings, block: int):
+        super().__init__()
+        # One registry for both objects: same parameter names, same tensors, whatever .to() or load_state_dict do.
+        self._parameters, self._buffers, self._modules = inner._parameters, inner._buffers, inner._modules
+        self.__dict__["inner"] = inner  # not a submodule (its children are already ours)
+        self._distill = settings
+        self._distill_block = block
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self.__dict__.get("inner")
+            if inner is None:
+                raise
+            return getattr(inner, name)
 
     def forward(self, attn, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
                 attention_mask: Tensor | None = None, rotary_emb: tuple[Tensor, Tensor] | None = None,
-                **kwargs) -> Tensor:
-        d = getattr(self, "_distill", None)
-        if d is None or d.mode == "student":
-            return super().forward(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **kwargs)
+                frame_geometry: tuple[int, int] | None = None, **kwargs) -> Tensor:
+        d = self._distill
+        if d.mode == "student":
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb,
+                              frame_geometry=frame_geometry, **kwargs)
         if d.mode not in MODES:
             raise ValueError(f"unknown distillation mode {d.mode!r}")
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("DistillWanAttnProcessor is a self-attention processor without masks")
+        _, frame_tokens = self.inner.geometry(hidden_states, rotary_emb, frame_geometry)
+        layout = CallLayout(frame_tokens, self.inner.chunk_frames, self.inner.overlap_frames, self.inner.causal)
         query, key, value = wan_self_attention_qkv(attn, hidden_states, rotary_emb)
         if d.on_qkv is not None:
             d.on_qkv(self._distill_block, query, key, value)
@@ -142,39 +156,34 @@ class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
                                                  value.transpose(1, 2)).transpose(1, 2)
         if d.mode == "init_scale":
             with torch.no_grad():
-                self._init_scale_stats(d, query, key)
+                self._init_scale_stats(d, query, key, layout)
         elif d.mode == "distill":
             with torch.enable_grad():
-                self._student_step(d, query.detach(), key.detach(), value.detach(), teacher.detach(), train=True)
+                self._student_step(d, query.detach(), key.detach(), value.detach(), teacher.detach(), layout,
+                                   train=True)
         elif d.mode == "eval":
             with torch.no_grad():
-                self._student_step(d, query, key, value, teacher, train=False)
-        out = teacher.flatten(2, 3).type_as(query)
-        out = attn.to_out[0](out)
-        return attn.to_out[1](out)
+                self._student_step(d, query, key, value, teacher, layout, train=False)
+        return project_out(attn, teacher, query)
 
-    def student_output(self, kind_name: str, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor | None,
-                                                                                           Tensor | None]:
-        if self.frame_tokens is None:
-            raise RuntimeError("frame geometry unknown (call the converted transformer, its pre-hook sets it)")
+    def student_output(self, kind_name: str, q: Tensor, k: Tensor, v: Tensor, frame_tokens: int
+                       ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         kind = get_attention_kind(kind_name)
         fq = fk = None
         if kind.needs_features:
-            fq, fk = self.features(q, k)
-        y = kind(q, k, v, fq, fk, frame_tokens=self.frame_tokens, chunk_frames=self.chunk_frames,
-                 overlap_frames=self.overlap_frames, causal=self.causal)
-        return y, fq, fk
+            fq, fk = self.inner.features(q, k)
+        return kind.run(self.inner.config, q, k, v, fq, fk, frame_tokens=frame_tokens), fq, fk
 
-    def _init_scale_stats(self, d: DistillSettings, q: Tensor, k: Tensor) -> None:
+    def _init_scale_stats(self, d: DistillSettings, q: Tensor, k: Tensor, layout: CallLayout) -> None:
         """Per head: mean over (sampled) queries of ``log sum_L exp(s) - log sum_L fq.fk`` — the log-scale at which
         the linear branch carries the teacher's out-of-window mass (used to initialise ``linear_log_scale``)."""
         n = q.shape[1]
         idx = torch.randperm(n, generator=d.generator)[: min(n, max(d.xent_queries, 256))].to(q.device)
         fq, fk = self.phi_q(q), self.phi_k(k)
-        s, _ = student_log_weights(q, k, fq, fk, "hybrid", self, idx)
-        nf = n // self.frame_tokens
-        _, lin = _frame_masks("hybrid", idx // self.frame_tokens, nf, self.frame_tokens, self.chunk_frames,
-                              self.overlap_frames, self.causal)
+        s, _ = student_log_weights(q, k, fq, fk, "hybrid", layout, idx)
+        nf = n // layout.frame_tokens
+        _, lin = get_attention_kind("hybrid").token_masks(idx, nf, layout.frame_tokens, layout.chunk_frames,
+                                                          layout.overlap_frames, layout.causal)
         if not bool(lin.any()):
             return
         acc = s.dtype
@@ -189,8 +198,9 @@ class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
         st = d.stats[self._distill_block]
         st["gap"] = st.get("gap", 0) + per_head.double().cpu()
 
-    def _student_step(self, d: DistillSettings, q: Tensor, k: Tensor, v: Tensor, y_t: Tensor, train: bool) -> None:
-        y_s, fq, fk = self.student_output(d.student_kind, q, k, v)
+    def _student_step(self, d: DistillSettings, q: Tensor, k: Tensor, v: Tensor, y_t: Tensor, layout: CallLayout,
+                      train: bool) -> None:
+        y_s, fq, fk = self.student_output(d.student_kind, q, k, v, layout.frame_tokens)
         diff = y_s.float() - y_t.float()
         out_loss = diff.abs().mean() if d.loss == "l1" else diff.pow(2).mean()
         loss = d.output_weight * out_loss
@@ -200,7 +210,7 @@ class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
             nq = min(d.xent_queries, n)
             g = d.generator
             idx = (torch.randperm(n, generator=g)[:nq] if g is not None else torch.randperm(n)[:nq]).to(q.device)
-            xent = attention_xent(q, k, fq, fk, d.student_kind, self, idx)
+            xent = attention_xent(q, k, fq, fk, d.student_kind, layout, idx)
             loss = loss + d.xent_weight * xent
         if train and d.backward and loss.requires_grad:
             (loss * d.loss_scale).backward()
@@ -209,28 +219,26 @@ class DistillWanAttnProcessor(ReHyAtWanAttnProcessor):
 
 
 def enable_distillation(transformer, settings: DistillSettings) -> dict[int, DistillWanAttnProcessor]:
-    """Switch every ReHyAt processor of a converted transformer to teacher forcing (in place); returns them."""
+    """Install teacher forcing on every ReHyAt processor of a converted transformer; returns the wrappers."""
     from rehyat.wan.convert import rehyat_processors
 
     procs = rehyat_processors(transformer)
     if not procs:
         raise ValueError("no ReHyAt processor found (convert the teacher with convert_wan_to_rehyat first)")
+    out = {}
     for i, p in procs.items():
-        p.__class__ = DistillWanAttnProcessor
-        p._distill = settings
-        p._distill_block = i
-        if settings.linear_scale and not p.linear_scale:
+        inner = p.inner if isinstance(p, DistillWanAttnProcessor) else p
+        if settings.linear_scale and not inner.linear_scale:
             raise ValueError("linear_scale distillation needs a transformer converted with linear_scale=True")
-    return procs
+        out[i] = DistillWanAttnProcessor(inner, settings, i)
+        transformer.blocks[i].attn1.set_processor(out[i])
+    return out
 
 
 def disable_distillation(transformer) -> None:
-    """Back to plain ReHyAt processors (same objects, same parameters)."""
+    """Back to the plain ReHyAt processors (the same objects, the same parameters)."""
     from rehyat.wan.convert import rehyat_processors
 
-    for p in rehyat_processors(transformer).values():
+    for i, p in rehyat_processors(transformer).items():
         if isinstance(p, DistillWanAttnProcessor):
-            p._distill = None
-            p.__class__ = ReHyAtWanAttnProcessor
-            for a in ("_distill", "_distill_block"):
-                p.__dict__.pop(a, None)
+            transformer.blocks[i].attn1.set_processor(p.inner)

@@ -1,13 +1,20 @@
-"""Save / load ReHyAt checkpoints on top of a base Wan checkpoint in a local diffusers folder.
+"""ReHyAt checkpoints: the diffusers layout, the feature-map adapter layout, and the offline base loader.
 
-A ReHyAt checkpoint is a folder::
+Two layouts, one loader (:meth:`rehyat.wan.ReHyAtWanTransformer3DModel.from_pretrained`, of which
+:func:`load_rehyat` is a thin alias):
 
-    rehyat_config.json          # format, ReHyAt config, base reference, base transformer config, weight kind
-    rehyat_weights.safetensors  # phi_q / phi_k of every converted block ("feature_maps"), or the whole
-                                # converted transformer ("full", e.g. after stage-2 fine-tuning)
+* **diffusers layout** (``model.save_pretrained(dir)``; :func:`save_rehyat` with ``full_weights=True``):
+  ``config.json`` (``_class_name: ReHyAtWanTransformer3DModel`` and the ``rehyat`` entry) + safetensors weights,
+  sharded for big models.  Self-contained; a pipeline folder holds it under ``transformer/``.
+* **feature-map adapter layout** (:func:`save_rehyat`, the default; what stage 1 exports), like a LoRA adapter::
 
-Loading a ``"feature_maps"`` checkpoint needs the base Wan transformer: a local folder with the layout of
-``Wan-AI/Wan2.1-T2V-1.3B-Diffusers`` (``transformer/config.json`` + weights; a bare transformer folder also works).
+      rehyat_config.json          # format, ReHyAt config, base reference, base transformer config, weight kind
+      rehyat_weights.safetensors  # phi_q / phi_k of every converted block ("feature_maps"), or the whole
+                                  # converted transformer ("full", written by earlier versions)
+
+  Small (phi only), loaded on top of the base Wan transformer: a local folder with the layout of
+  ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers`` (``transformer/config.json`` + weights; a bare transformer folder works too).
+
 Nothing is ever downloaded; a missing base raises :class:`BaseCheckpointNotFoundError` saying what to fetch and where
 to put it.
 """
@@ -22,13 +29,13 @@ import torch
 from diffusers import WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 
-from .convert import (
-    ReHyAtConfig, convert_wan_to_rehyat, feature_map_state_dict, get_rehyat_config, rehyat_processors,
-)
+from rehyat.config import ReHyAtConfig
+
+from .convert import feature_map_state_dict, get_rehyat_config, rehyat_processors
 
 FORMAT = "rehyat-wan"
 FORMAT_VERSION = 1
-CONFIG_NAME = "rehyat_config.json"
+CONFIG_NAME = LEGACY_CONFIG_NAME = "rehyat_config.json"
 WEIGHTS_NAME = "rehyat_weights.safetensors"
 BASE_ENV = "REHYAT_WAN_BASE"
 DEFAULT_BASE_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -47,10 +54,21 @@ def _missing_base_message(where: str, why: str) -> str:
         f"Base Wan checkpoint not found: {why}.\n"
         f"ReHyAt loads its feature maps on top of a base Wan2.1 model in a local diffusers folder and never downloads "
         f"anything by itself. Download `{DEFAULT_BASE_REPO}` once on a machine with internet access, e.g.\n"
-        f"    huggingface-cli download {DEFAULT_BASE_REPO} --local-dir {where}\n"
+        f"    hf download {DEFAULT_BASE_REPO} --local-dir {where}\n"
         f"(the folder must hold model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/), then "
         f"pass it as base_model=... / --base PATH or set ${BASE_ENV}."
     )
+
+
+def missing_model_error(folder: str | os.PathLike, what: str) -> BaseCheckpointNotFoundError:
+    """The error for a model folder that is not on disk (or lacks its config): what was expected, where a Wan model
+    comes from and how to convert it."""
+    folder = Path(folder)
+    why = f"{folder} does not exist" if not folder.exists() else f"{folder} has no config.json"
+    return BaseCheckpointNotFoundError(
+        f"{why}: expected {what}. Nothing is downloaded at run time. Get a dense Wan model on a machine with internet "
+        f"access (`hf download {DEFAULT_BASE_REPO} --local-dir /path/to/Wan2.1-T2V-1.3B-Diffusers`), then convert it "
+        f"(`python -m rehyat.convert --model /path/to/Wan2.1-T2V-1.3B-Diffusers --preset paper-main --out {folder}`).")
 
 
 def _has_weights(folder: Path) -> bool:
@@ -78,10 +96,18 @@ def resolve_base_transformer(base: str | os.PathLike | None) -> tuple[Path, str 
         str(base), f"{base} holds no transformer/config.json with weights (not a diffusers Wan folder)"))
 
 
-def load_base_transformer(base: str | os.PathLike | None, torch_dtype: torch.dtype | None = None
-                          ) -> WanTransformer3DModel:
-    """The plain (softmax) Wan transformer of a local diffusers folder; offline only."""
-    folder, sub = resolve_base_transformer(base)
+def load_base_transformer(base: str | os.PathLike | None, torch_dtype: torch.dtype | None = None,
+                          subfolder: str | None = None) -> WanTransformer3DModel:
+    """The plain (softmax) Wan transformer of a local diffusers folder; offline only.
+
+    ``subfolder`` picks another transformer of a pipeline folder (Wan2.2 A14B: ``transformer_2``)."""
+    if subfolder:
+        folder, sub = Path(base).expanduser(), subfolder
+        if not _has_weights(folder / sub) or not (folder / sub / "config.json").is_file():
+            raise BaseCheckpointNotFoundError(_missing_base_message(
+                str(folder), f"{folder / sub} holds no config.json with weights"))
+    else:
+        folder, sub = resolve_base_transformer(base)
     kw = {"subfolder": sub} if sub else {}
     return WanTransformer3DModel.from_pretrained(folder, torch_dtype=torch_dtype, local_files_only=True, **kw)
 
@@ -98,13 +124,17 @@ def _jsonable(v):
 
 def save_rehyat(transformer, out_dir: str | os.PathLike, *, base_model: str | os.PathLike | None = None,
                 full_weights: bool = False) -> Path:
-    """Write a ReHyAt checkpoint of a converted transformer into ``out_dir`` (``save_pretrained`` semantics).
+    """Write a ReHyAt checkpoint of a converted transformer into ``out_dir``.
 
-    ``base_model``: the base Wan folder to record (a path relative to ``out_dir`` stays relative, so a checkpoint
-    inside or next to its base can be moved together with it).  ``full_weights``: store every parameter instead of the
-    feature maps only (needed once the base weights were fine-tuned; then no base transformer is needed to load).
+    Default: the feature-map adapter layout (phi only, on top of ``base_model``: the base Wan folder to record; a path
+    relative to ``out_dir`` stays relative, so a checkpoint inside or next to its base can be moved together with it).
+    ``full_weights=True``: every parameter, in the diffusers layout (``transformer.save_pretrained(out_dir)``; needed
+    once the base weights were fine-tuned; no base is needed to load it).  Both load with :func:`load_rehyat`.
     """
     cfg = get_rehyat_config(transformer)
+    if full_weights:
+        transformer.save_pretrained(out_dir, safe_serialization=True)
+        return Path(out_dir)
     procs = rehyat_processors(transformer)
     if any(p.feature_map != cfg.feature_map for p in procs.values()):
         raise ValueError("processors disagree with transformer.rehyat_config")
@@ -141,6 +171,20 @@ def read_rehyat_config(path: str | os.PathLike) -> dict:
 
 
 def is_rehyat_checkpoint(path: str | os.PathLike) -> bool:
+    """A ReHyAt transformer folder of either layout (adapter ``rehyat_config.json``, or a diffusers ``config.json``
+    with the ``rehyat`` entry)."""
+    p = Path(path)
+    if (p / CONFIG_NAME).is_file():
+        return True
+    cfg = p / "config.json"
+    try:
+        return cfg.is_file() and "rehyat" in json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def is_adapter_checkpoint(path: str | os.PathLike) -> bool:
+    """The feature-map adapter layout (``rehyat_config.json``), loaded on top of a base Wan folder."""
     return (Path(path) / CONFIG_NAME).is_file()
 
 
@@ -165,15 +209,16 @@ def _check_arch(base_cfg: dict, saved_cfg: dict, where: str) -> None:
                          + ", ".join(f"{k}: base {a} vs checkpoint {b}" for k, (a, b) in bad.items()))
 
 
-def load_rehyat(path: str | os.PathLike, base_model: str | os.PathLike | None = None, *,
-                torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None
-                ) -> WanTransformer3DModel:
-    """Load a ReHyAt checkpoint: base Wan transformer (local) -> convert -> load phi (``from_pretrained`` semantics).
+def load_legacy_rehyat(path: str | os.PathLike, base_model: str | os.PathLike | None = None, *,
+                       torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None):
+    """Load the feature-map adapter layout: base Wan transformer (local) -> convert -> load phi.
 
     Checks that every ReHyAt tensor of the checkpoint is consumed and every converted block receives its weights.
+    Called by :meth:`ReHyAtWanTransformer3DModel.from_pretrained` when the folder holds ``rehyat_config.json``.
     """
+    from rehyat.wan.model import ReHyAtWanTransformer3DModel
+
     meta = read_rehyat_config(path)
-    cfg = meta["rehyat"]
     if meta["weights"] == "full":
         transformer = WanTransformer3DModel.from_config(meta["base_transformer_config"])
         if torch_dtype is not None:
@@ -182,10 +227,8 @@ def load_rehyat(path: str | os.PathLike, base_model: str | os.PathLike | None = 
         base = resolve_base_model(path, base_model)
         transformer = load_base_transformer(base, torch_dtype=torch_dtype)
         _check_arch(dict(transformer.config), meta["base_transformer_config"], str(base))
-    rc = ReHyAtConfig.from_dict(cfg)  # configs written before a field existed get its default
-    convert_wan_to_rehyat(transformer, rc.blocks, chunk_frames=rc.chunk_frames, overlap_frames=rc.overlap_frames,
-                          causal=rc.causal, feature_map=rc.feature_map, feature_map_kwargs=rc.feature_map_kwargs,
-                          linear_scale=rc.linear_scale, seed=0)
+    rc = ReHyAtConfig.from_dict(meta["rehyat"])  # configs written before a field existed get its default
+    ReHyAtWanTransformer3DModel.from_wan(transformer, rc, seed=0)
     state = load_file(str(Path(path) / WEIGHTS_NAME))
     expected = set(feature_map_state_dict(transformer))
     if meta["weights"] == "full":
@@ -200,3 +243,14 @@ def load_rehyat(path: str | os.PathLike, base_model: str | os.PathLike | None = 
     if device is not None:
         transformer.to(device)
     return transformer
+
+
+def load_rehyat(path: str | os.PathLike, base_model: str | os.PathLike | None = None, *,
+                torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None):
+    """Thin alias: ``ReHyAtWanTransformer3DModel.from_pretrained(path, base_model=..., torch_dtype=...)`` (either
+    layout), moved to ``device``."""
+    from rehyat.wan.model import ReHyAtWanTransformer3DModel
+
+    model = ReHyAtWanTransformer3DModel.from_pretrained(path, base_model=base_model, torch_dtype=torch_dtype)
+    model.eval()
+    return model.to(device) if device is not None else model

@@ -1,13 +1,18 @@
 """Wan text-to-video pipelines with a ReHyAt transformer, loaded from local folders only.
 
 The pipeline object is diffusers' own ``WanPipeline`` (scheduler, classifier-free guidance, negative prompt,
-generators, VAE decode); only its ``transformer`` is ReHyAt-converted.  Its forward runs in ``"parallel"`` or
-``"recurrent"`` mode (:func:`rehyat.wan.convert.set_rehyat_mode`), so the pipeline code is unchanged.
+generators, VAE decode, Wan2.2's ``transformer_2`` / ``boundary_ratio`` / ``expand_timesteps``); only its
+transformer(s) are ReHyAt models.  Their forward runs in ``"parallel"`` or ``"recurrent"`` mode
+(:meth:`ReHyAtWanTransformer3DModel.set_rehyat_mode`), so the pipeline code is unchanged.
 
 ``load_pipeline(path)`` accepts
 
-* a ReHyAt checkpoint folder (``rehyat_config.json``): the base Wan folder it records (or ``base_model=``) supplies
-  the VAE, text encoder, tokenizer, scheduler and — for ``"feature_maps"`` checkpoints — the transformer weights;
+* a converted pipeline folder (``pipe.save_pretrained`` after :func:`rehyat.wan.convert_pipeline`): its
+  ``model_index.json`` names ``rehyat.wan.model.ReHyAtWanTransformer3DModel``, so this is just
+  ``WanPipeline.from_pretrained(path)``;
+* a ReHyAt transformer folder (either checkpoint layout, :mod:`rehyat.wan.checkpoint`): the base Wan pipeline folder
+  it records (or ``base_model=``) supplies the VAE, text encoder, tokenizer, scheduler and — for feature-map
+  adapters — the dense transformer weights;
 * a plain diffusers Wan folder (``model_index.json``): the softmax baseline, unchanged.
 """
 
@@ -21,7 +26,7 @@ from diffusers import AutoencoderKLWan, WanPipeline
 
 from .checkpoint import (BaseCheckpointNotFoundError, _missing_base_message, is_rehyat_checkpoint, load_rehyat,
                          resolve_base_model)
-from .convert import is_rehyat, set_rehyat_mode
+from rehyat.wan.model import is_rehyat
 
 _COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -59,8 +64,13 @@ def load_pipeline(path: str | os.PathLike, *, base_model: str | os.PathLike | No
     vae = AutoencoderKLWan.from_pretrained(base, subfolder="vae", torch_dtype=vae_dtype, local_files_only=True)
     kw = {"transformer": transformer} if transformer is not None else {}
     pipe = WanPipeline.from_pretrained(base, vae=vae, torch_dtype=torch_dtype, local_files_only=True, **kw)
-    if is_rehyat(pipe.transformer):
-        set_rehyat_mode(pipe.transformer, mode)
+    transformers = [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
+    if any(is_rehyat(t) for t in transformers):
+        for t in transformers:
+            if not is_rehyat(t):
+                raise ValueError(f"{path}: one transformer of the pipeline is ReHyAt, another is dense; convert both "
+                                 f"(rehyat.wan.convert_pipeline)")
+            t.set_rehyat_mode(mode)
     elif mode != "parallel":
         raise ValueError(f"{path} is a plain (softmax) Wan model; mode={mode!r} needs a ReHyAt checkpoint")
     if device is not None:

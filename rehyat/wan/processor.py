@@ -1,27 +1,71 @@
-"""ReHyAt self-attention processor for diffusers' ``WanAttention`` (``attn1`` of a ``WanTransformerBlock``).
+"""The one Wan self-attention processor of this project, parameterised by attention kind.
 
-The processor keeps Wan's projections, QK-norm (RMSNorm across heads) and RoPE, applies the learned feature maps
-``phi_q`` / ``phi_k`` to the **post-RoPE** queries and keys, and replaces the dense softmax call with the hybrid op of
-:mod:`rehyat.attention`.  It is an ``nn.Module``, so ``phi_q`` / ``phi_k`` are parameters of the transformer
+:class:`ReHyAtWanAttnProcessor` is installed on ``attn1`` of a diffusers ``WanTransformerBlock``.  It keeps Wan's
+projections, QK-norm (RMSNorm across heads) and RoPE, applies the learned feature maps ``phi_q`` / ``phi_k`` to the
+**post-RoPE** queries and keys (for kinds that take features) and replaces the dense softmax call with the registered
+attention kind of its :class:`~rehyat.config.ReHyAtConfig` (``hybrid`` = ReHyAt; ``linear``, ``chunk_local`` and
+``softmax`` baselines).  It is an ``nn.Module``, so ``phi_q`` / ``phi_k`` are parameters of the transformer
 (``blocks.{i}.attn1.processor.phi_q.*``).
 
-The processor sees only ``(B, S, C)`` tokens.  The frame geometry (latent frames x tokens per frame) is pushed into it
-by a forward pre-hook on the transformer (installed by :func:`rehyat.wan.convert.convert_wan_to_rehyat`) or, in the
-recurrent forward, by :func:`rehyat.wan.recurrent.recurrent_forward` per chunk.
+**Frame geometry reaches the processor explicitly, through the RoPE argument.**  diffusers' ``WanTransformerBlock``
+calls ``attn1(hidden_states, None, None, rotary_emb)`` and passes nothing else, so the one value that travels from the
+model's forward to every self-attention call is ``rotary_emb``.  :class:`FrameRotary` is Wan's ``(cos, sin)`` tuple
+(it unpacks like one, so diffusers' own processors and gradient checkpointing are unaffected) that also carries the
+``(latent frames, tokens per frame)`` it was built for and, in a recurrent sweep, the per-layer recurrent states.
+:class:`rehyat.wan.model.ReHyAtWanTransformer3DModel` builds it in its own forward (its ``rope`` module is
+:class:`FrameRotaryPosEmbed`); the recurrent forward builds one per chunk.  A direct call may pass
+``frame_geometry=(frames, frame_tokens)`` instead.  The processor holds no per-call state.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any, MutableMapping
 
 import torch
 import torch.nn as nn
-from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnProcessor, _get_qkv_projections
+from diffusers.models.transformers.transformer_wan import (WanAttention, WanAttnProcessor, WanRotaryPosEmbed,
+                                                           _get_qkv_projections)
 
-from rehyat.attention import HybridState, hybrid_attention, hybrid_attention_step
+from rehyat.attention import HybridState, hybrid_attention_step
+from rehyat.config import ReHyAtConfig
 from rehyat.feature_maps import build_feature_map
 
 Tensor = torch.Tensor
+RecurrentStates = MutableMapping[Any, HybridState]  # processor -> its layer's state, one per sweep
+
+
+class FrameRotary(tuple):
+    """Wan's RoPE tables ``(cos, sin)``, each ``[1, S, 1, D]``, plus the geometry they belong to.
+
+    ``frames`` x ``frame_tokens`` = S (post-patch latent frames x tokens per frame).  ``states``: set only in a
+    recurrent sweep — a mapping processor -> :class:`~rehyat.attention.HybridState` that each converted layer reads
+    and updates, so the sweep (not the processor) owns the recurrent state.
+    """
+
+    frames: int
+    frame_tokens: int
+    states: RecurrentStates | None
+
+    def __new__(cls, cos: Tensor, sin: Tensor, frames: int, frame_tokens: int,
+                states: RecurrentStates | None = None) -> "FrameRotary":
+        self = super().__new__(cls, (cos, sin))
+        self.frames, self.frame_tokens, self.states = int(frames), int(frame_tokens), states
+        return self
+
+    @property
+    def geometry(self) -> tuple[int, int]:
+        return self.frames, self.frame_tokens
+
+
+class FrameRotaryPosEmbed(WanRotaryPosEmbed):
+    """``WanRotaryPosEmbed`` whose output also says its frame geometry (a :class:`FrameRotary`); same buffers, same
+    numbers."""
+
+    def forward(self, hidden_states: Tensor) -> FrameRotary:
+        _, _, f, h, w = hidden_states.shape
+        pt, ph, pw = self.patch_size
+        cos, sin = super().forward(hidden_states)
+        return FrameRotary(cos, sin, f // pt, (h // ph) * (w // pw))
 
 
 def apply_wan_rotary_emb(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) -> Tensor:
@@ -56,93 +100,104 @@ def wan_self_attention_qkv(attn: WanAttention, hidden_states: Tensor, rotary_emb
     return query, key, value
 
 
-@dataclass
-class _StepSlot:
-    """Recurrent state holder of one converted layer during a recurrent sweep (see ``rehyat.wan.recurrent``)."""
-
-    state: HybridState | None = None
-
-
 class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
-    """Hybrid (chunk-local softmax + linear) self-attention for ``WanAttention``.
+    """Wan self-attention with a registered attention kind (``config.kind``; ``hybrid`` = ReHyAt).
 
     Args:
         num_heads, head_dim: of the attention module it is installed on.
-        chunk_frames: T_c, latent frames per query chunk.
-        overlap_frames: T_o, previous latent frames added to each chunk's softmax window.
-        causal: linear set = only frames before the window (``True``) or every frame outside it (``False``).
-        feature_map: a name registered in :data:`rehyat.feature_maps.FEATURE_MAPS`.
-        feature_map_kwargs: extra constructor kwargs of the feature map (same for phi_q and phi_k).
-        softmax_backend: forwarded to the op (``None`` = its default selection).
-        linear_scale: hold a learnable per-head log-scale ``linear_log_scale`` (a mixing parameter) that multiplies
-            phi_k by ``exp(gamma_h)``.  ``fq . fk`` stands in for ``exp(s)`` itself, so it must match the absolute size
-            of the scores; the scale lets distillation reach score magnitudes (log-sum-exp ~30 in the proxy teacher)
-            that a bounded feature map cannot, without which the linear branch gets ~e^-18 of the weight and does not
-            train (docs/distill.md).
+        config: the :class:`~rehyat.config.ReHyAtConfig` (chunking, direction, feature map, linear scale, backend).
+        **fields: ReHyAtConfig fields overriding ``config`` (``chunk_frames=2, causal=True``, ...).
+
+    Holds ``phi_q`` / ``phi_k`` (kinds with features and a feature map) and, with ``config.linear_scale``, a
+    learnable per-head log-scale ``linear_log_scale`` multiplying phi_k by ``exp(gamma_h)``: ``fq . fk`` stands in
+    for ``exp(s)`` itself, so it must match the absolute size of the scores; the scale lets distillation reach score
+    magnitudes (log-sum-exp ~30 in the proxy teacher) that a bounded feature map cannot (docs/distill.md).
     """
 
-    def __init__(self, num_heads: int, head_dim: int, *, chunk_frames: int = 3, overlap_frames: int = 1,
-                 causal: bool = False, feature_map: str = "polynomial", feature_map_kwargs: dict | None = None,
-                 softmax_backend: str | None = None, linear_scale: bool = False):
+    def __init__(self, num_heads: int, head_dim: int, config: ReHyAtConfig | None = None, **fields):
         nn.Module.__init__(self)
-        if chunk_frames < 1 or overlap_frames < 0:
-            raise ValueError(f"need chunk_frames >= 1 and overlap_frames >= 0, got {chunk_frames}, {overlap_frames}")
-        kw = dict(feature_map_kwargs or {})
-        self.phi_q = build_feature_map(feature_map, num_heads, head_dim, **kw)
-        self.phi_k = build_feature_map(feature_map, num_heads, head_dim, **kw)
+        self.config = (config or ReHyAtConfig()).replace(**fields)
+        self.kind = self.config.attention_kind
         self.num_heads, self.head_dim = num_heads, head_dim
-        self.chunk_frames, self.overlap_frames, self.causal = int(chunk_frames), int(overlap_frames), bool(causal)
-        self.feature_map, self.feature_map_kwargs = feature_map, kw
-        self.softmax_backend = softmax_backend
-        self.linear_scale = bool(linear_scale)
-        if self.linear_scale:
+        if self.kind.needs_features and self.config.feature_map:
+            kw = dict(self.config.feature_map_kwargs)
+            self.phi_q = build_feature_map(self.config.feature_map, num_heads, head_dim, **kw)
+            self.phi_k = build_feature_map(self.config.feature_map, num_heads, head_dim, **kw)
+        else:
+            self.phi_q = self.phi_k = None
+        if self.config.linear_scale:
+            if not self.kind.needs_features:
+                raise ValueError(f"linear_scale needs a kind with a linear branch, not {self.kind.name!r}")
             self.linear_log_scale = nn.Parameter(torch.zeros(num_heads))
-        # Geometry of the current forward, written by the transformer's pre-hook (or the recurrent sweep).
-        self.latent_frames: int | None = None
-        self.frame_tokens: int | None = None
-        # Set only inside a recurrent sweep: then each call is one chunk and carries state across calls.
-        self._step: _StepSlot | None = None
+
+    # Read-only views of the config under the names older code used.
+    chunk_frames = property(lambda self: self.config.chunk_frames)
+    overlap_frames = property(lambda self: self.config.overlap_frames)
+    causal = property(lambda self: self.kind.effective_causal(self.config.causal))
+    feature_map = property(lambda self: self.config.feature_map)
+    feature_map_kwargs = property(lambda self: dict(self.config.feature_map_kwargs))
+    softmax_backend = property(lambda self: self.config.softmax_backend)
+    linear_scale = property(lambda self: self.config.linear_scale)
 
     def extra_repr(self) -> str:
-        return (f"chunk_frames={self.chunk_frames}, overlap_frames={self.overlap_frames}, causal={self.causal}, "
-                f"feature_map={self.feature_map!r}")
+        c = self.config
+        return (f"kind={c.kind!r}, chunk_frames={c.chunk_frames}, overlap_frames={c.overlap_frames}, "
+                f"causal={self.causal}, feature_map={c.feature_map!r}")
 
-    def features(self, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
-        """phi_q(query), phi_k(key) (times ``exp(linear_log_scale)`` per head when enabled).  [B,N,H,D] -> [B,N,H,F]."""
+    def features(self, query: Tensor, key: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """phi_q(query), phi_k(key) (times ``exp(linear_log_scale)`` per head when enabled).  [B,N,H,D] -> [B,N,H,F].
+
+        ``(None, None)`` for kinds without features, or without a feature map (the ``linear`` kind then uses its
+        parameter-free ReLU features)."""
+        if self.phi_q is None:
+            return None, None
         fq, fk = self.phi_q(query), self.phi_k(key)
-        if self.linear_scale:
+        if self.config.linear_scale:
             fk = fk * self.linear_log_scale.exp().to(fk.dtype).view(1, 1, -1, 1)
         return fq, fk
 
-    def set_geometry(self, latent_frames: int, frame_tokens: int) -> None:
-        self.latent_frames, self.frame_tokens = int(latent_frames), int(frame_tokens)
+    @staticmethod
+    def geometry(hidden_states: Tensor, rotary_emb, frame_geometry: tuple[int, int] | None) -> tuple[int, int]:
+        """``(latent frames, tokens per frame)`` of this call, from ``frame_geometry`` or the :class:`FrameRotary`."""
+        geom = frame_geometry if frame_geometry is not None else getattr(rotary_emb, "geometry", None)
+        if geom is None:
+            raise RuntimeError(
+                "frame geometry unknown: call a ReHyAtWanTransformer3DModel (its RoPE carries the geometry), pass "
+                "rotary_emb as a rehyat.wan.FrameRotary, or call attn(..., frame_geometry=(frames, frame_tokens))")
+        frames, frame_tokens = int(geom[0]), int(geom[1])
+        if frames * frame_tokens != hidden_states.shape[1]:
+            raise ValueError(f"sequence length {hidden_states.shape[1]} != latent_frames {frames} x frame_tokens "
+                             f"{frame_tokens}")
+        return frames, frame_tokens
+
+    def attend(self, query: Tensor, key: Tensor, value: Tensor, frame_tokens: int,
+               states: RecurrentStates | None = None) -> Tensor:
+        """The attention core on post-RoPE ``q, k, v: [B, N, H, D]`` -> ``[B, N, H, D]``.
+
+        With ``states`` (a recurrent sweep), this call is one chunk of a causal hybrid layer: it reads and updates
+        ``states[self]`` through :func:`rehyat.attention.hybrid_attention_step`."""
+        fq, fk = self.features(query, key)
+        if states is not None:
+            out, states[self] = hybrid_attention_step(
+                query, key, value, fq, fk, states.get(self), frame_tokens=frame_tokens,
+                overlap_frames=self.config.overlap_frames, softmax_backend=self.config.softmax_backend)
+            return out
+        return self.kind.run(self.config, query, key, value, fq, fk, frame_tokens=frame_tokens)
 
     def forward(self, attn: WanAttention, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
                 attention_mask: Tensor | None = None, rotary_emb: tuple[Tensor, Tensor] | None = None,
-                **kwargs) -> Tensor:
+                frame_geometry: tuple[int, int] | None = None, **kwargs) -> Tensor:
         if encoder_hidden_states is not None or attn.is_cross_attention:
             raise ValueError("ReHyAtWanAttnProcessor is a self-attention processor; install it on attn1 only")
         if attention_mask is not None:
             raise NotImplementedError("ReHyAtWanAttnProcessor does not take an attention mask")
-        if self.frame_tokens is None:
-            raise RuntimeError(
-                "frame geometry unknown: call the converted WanTransformer3DModel (its pre-hook sets it) or "
-                "processor.set_geometry(latent_frames, frame_tokens) before calling a block directly")
-        if self.frame_tokens * (self.latent_frames or 0) != hidden_states.shape[1]:
-            raise ValueError(f"sequence length {hidden_states.shape[1]} != latent_frames {self.latent_frames} x "
-                             f"frame_tokens {self.frame_tokens}")
-
+        _, frame_tokens = self.geometry(hidden_states, rotary_emb, frame_geometry)
         query, key, value = wan_self_attention_qkv(attn, hidden_states, rotary_emb)
-        fq, fk = self.features(query, key)
+        out = self.attend(query, key, value, frame_tokens, getattr(rotary_emb, "states", None))
+        return project_out(attn, out, query)
 
-        if self._step is not None:
-            out, self._step.state = hybrid_attention_step(
-                query, key, value, fq, fk, self._step.state, frame_tokens=self.frame_tokens,
-                overlap_frames=self.overlap_frames, softmax_backend=self.softmax_backend)
-        else:
-            out = hybrid_attention(
-                query, key, value, fq, fk, frame_tokens=self.frame_tokens, chunk_frames=self.chunk_frames,
-                overlap_frames=self.overlap_frames, causal=self.causal, softmax_backend=self.softmax_backend)
-        out = out.flatten(2, 3).type_as(query)
-        out = attn.to_out[0](out)
-        return attn.to_out[1](out)
+
+def project_out(attn: WanAttention, out: Tensor, like: Tensor) -> Tensor:
+    """Wan's output projection of per-head outputs ``[B, N, H, D]`` -> ``[B, N, C]``."""
+    out = attn.to_out[0](out.flatten(2, 3).type_as(like))
+    return attn.to_out[1](out)

@@ -5,6 +5,8 @@ step, and each CFG branch — sweeps the latent video chunk by chunk**.  Chunk `
 every block before chunk ``c + 1`` starts; every block's self-attention is one :func:`rehyat.attention.
 hybrid_attention_step` that reads and updates that layer's state (``S``, ``z`` and the K/V/phi(K) tail of the last
 ``T_o`` frames).  State is built from the keys of the *current* (noisy) step and dropped at the end of the call.
+The states live in one mapping owned by the sweep, handed to every layer inside the chunk's RoPE argument (a
+:class:`~rehyat.wan.processor.FrameRotary` carrying the chunk's geometry too), so processors hold no state.
 
 Everything else in Wan is per token and computed per chunk: the Conv3d patch embedding (temporal patch 1, so a slice of
 latent frames patches exactly), RoPE (frequencies of the chunk's *global* frame indices, :func:`chunk_rotary_emb`),
@@ -16,20 +18,19 @@ grow with the video are the input latent and the output, which the caller owns.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
-from .convert import get_rehyat_config, recurrent_unsupported_reason, rehyat_processors
-from .processor import _StepSlot
+from .convert import get_rehyat_config, recurrent_unsupported_reason
+from .processor import FrameRotary, RecurrentStates
 
 Tensor = torch.Tensor
 
 
-def chunk_rotary_emb(rope, first_frame: int, num_frames: int, height: int, width: int) -> tuple[Tensor, Tensor]:
-    """RoPE ``(cos, sin)`` of shape ``[1, n*h*w, 1, D]`` for post-patch frames ``[first_frame, first_frame + n)``.
+def chunk_rotary_emb(rope, first_frame: int, num_frames: int, height: int, width: int,
+                     states: RecurrentStates | None = None) -> FrameRotary:
+    """RoPE ``(cos, sin)`` of shape ``[1, n*h*w, 1, D]`` for post-patch frames ``[first_frame, first_frame + n)``,
+    as a :class:`FrameRotary` with geometry ``(n, h*w)`` and the sweep's recurrent ``states`` (if any).
 
     Equals the matching token slice of ``WanRotaryPosEmbed.forward`` on the whole video, without building the whole
     video's table.  ``rope`` is the transformer's ``WanRotaryPosEmbed`` (its cached ``freqs_cos`` / ``freqs_sin``).
@@ -47,20 +48,7 @@ def chunk_rotary_emb(rope, first_frame: int, num_frames: int, height: int, width
         w = w[:width].view(1, 1, width, -1).expand(n, height, width, -1)
         return torch.cat([t, h, w], dim=-1).reshape(1, n * height * width, 1, -1)
 
-    return build(rope.freqs_cos), build(rope.freqs_sin)
-
-
-@contextlib.contextmanager
-def recurrent_session(transformer) -> Iterator[dict]:
-    """Give every ReHyAt processor a fresh state slot for one sweep; always clears them afterwards."""
-    procs = rehyat_processors(transformer)
-    for p in procs.values():
-        p._step = _StepSlot()
-    try:
-        yield procs
-    finally:
-        for p in procs.values():
-            p._step = None
+    return FrameRotary(build(rope.freqs_cos), build(rope.freqs_sin), num_frames, height * width, states)
 
 
 def _unpatchify(x: Tensor, batch: int, frames: int, height: int, width: int, patch: tuple[int, int, int]) -> Tensor:
@@ -102,23 +90,21 @@ def recurrent_forward(transformer, hidden_states: Tensor, timestep: Tensor, enco
     shift, scale = (transformer.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
 
     out = None
-    with recurrent_session(transformer) as procs:
-        for f0 in range(0, ppf, tc):
-            f1 = min(f0 + tc, ppf)
-            x = transformer.patch_embedding(hidden_states[:, :, f0 * pt:f1 * pt])
-            x = x.flatten(2).transpose(1, 2).contiguous()
-            rotary = chunk_rotary_emb(transformer.rope, f0, f1 - f0, pph, ppw)
-            for p in procs.values():
-                p.set_geometry(f1 - f0, pph * ppw)
-            for block in transformer.blocks:
-                x = block(x, text, timestep_proj, rotary)
-            x = (transformer.norm_out(x.float()) * (1 + scale.to(x.device)) + shift.to(x.device)).type_as(x)
-            y = _unpatchify(transformer.proj_out(x), batch, f1 - f0, pph, ppw, patch)
-            del x
-            if out is None:
-                out = y.new_empty(batch, y.shape[1], ppf * pt, pph * ph, ppw * pw)
-            out[:, :, f0 * pt:f1 * pt] = y
-            del y
+    states: RecurrentStates = {}  # one sweep's per-layer states; dropped when the call returns
+    for f0 in range(0, ppf, tc):
+        f1 = min(f0 + tc, ppf)
+        x = transformer.patch_embedding(hidden_states[:, :, f0 * pt:f1 * pt])
+        x = x.flatten(2).transpose(1, 2).contiguous()
+        rotary = chunk_rotary_emb(transformer.rope, f0, f1 - f0, pph, ppw, states)
+        for block in transformer.blocks:
+            x = block(x, text, timestep_proj, rotary)
+        x = (transformer.norm_out(x.float()) * (1 + scale.to(x.device)) + shift.to(x.device)).type_as(x)
+        y = _unpatchify(transformer.proj_out(x), batch, f1 - f0, pph, ppw, patch)
+        del x
+        if out is None:
+            out = y.new_empty(batch, y.shape[1], ppf * pt, pph * ph, ppw * pw)
+        out[:, :, f0 * pt:f1 * pt] = y
+        del y
     if not return_dict:
         return (out,)
     return Transformer2DModelOutput(sample=out)

@@ -163,7 +163,7 @@ def test_cli_config_file_and_flags(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["stage1", "--config", str(conf), "--out", str(out), "--chunk-frames", "1", "--blocks", "1,"]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["config"]["chunk_frames"] == 1 and cfg["blocks"] == [1] and cfg["config"]["steps"] == 2
+    assert cfg["config"]["rehyat"]["chunk_frames"] == 1 and cfg["blocks"] == [1] and cfg["config"]["steps"] == 2
     meta = json.loads((out / "rehyat" / "rehyat_config.json").read_text())
     assert meta["rehyat"]["blocks"] == [1] and meta["rehyat"]["chunk_frames"] == 1
     conf.write_text("stepz: 3\n")

@@ -89,7 +89,7 @@ def test_processor_applies_feature_maps_to_post_rope_qk():
                              causal=False)
         y = attn.to_out[0](y.flatten(2, 3))
     torch.testing.assert_close(seen["out"], y)
-    assert (proc.latent_frames, proc.frame_tokens) == (5, 16)  # geometry from the pre-hook
+    assert rotary.geometry == (5, 16)  # geometry from the model's own forward, carried by the RoPE argument
 
 
 def test_rope_helper_matches_wan_processor():
