@@ -436,7 +436,7 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
             from .teacher_forcing import disable_distillation
 
             disable_distillation(model)
-            save_rehyat(model, out / EXPORT_DIR, base_model=base)
+            save_rehyat(model, out / EXPORT_DIR, base_model=base, base_subfolder=cfg.teacher_subfolder)
             enable_distillation(model, settings)
             summary["export"] = str(out / EXPORT_DIR)
             if cfg.student_kind != "hybrid":

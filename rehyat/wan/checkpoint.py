@@ -123,13 +123,15 @@ def _jsonable(v):
 
 
 def save_rehyat(transformer, out_dir: str | os.PathLike, *, base_model: str | os.PathLike | None = None,
-                full_weights: bool = False) -> Path:
+                full_weights: bool = False, base_subfolder: str | None = None) -> Path:
     """Write a ReHyAt checkpoint of a converted transformer into ``out_dir``.
 
     Default: the feature-map adapter layout (phi only, on top of ``base_model``: the base Wan folder to record; a path
     relative to ``out_dir`` stays relative, so a checkpoint inside or next to its base can be moved together with it).
-    ``full_weights=True``: every parameter, in the diffusers layout (``transformer.save_pretrained(out_dir)``; needed
-    once the base weights were fine-tuned; no base is needed to load it).  Both load with :func:`load_rehyat`.
+    ``base_subfolder``: the transformer of the base pipeline folder the phi belong to (Wan2.2 A14B's
+    ``transformer_2``).  ``full_weights=True``: every parameter, in the diffusers layout
+    (``transformer.save_pretrained(out_dir)``; needed once the base weights were fine-tuned; no base is needed to load
+    it).  Both load with :func:`load_rehyat`.
     """
     cfg = get_rehyat_config(transformer)
     if full_weights:
@@ -149,6 +151,8 @@ def save_rehyat(transformer, out_dir: str | os.PathLike, *, base_model: str | os
         "feature_map_config": next(iter(procs.values())).phi_q.config() if procs else None,
         "weights": "full" if full_weights else "feature_maps",
         "base_model": None if base_model is None else str(base_model),
+        # which transformer of the base pipeline folder (Wan2.2 A14B: "transformer_2"); None = the usual one
+        "base_subfolder": base_subfolder,
         "base_transformer_config": _jsonable({k: v for k, v in dict(transformer.config).items()
                                              if k != "_name_or_path"}),
         "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", "") if tensors else None,
@@ -225,7 +229,7 @@ def load_legacy_rehyat(path: str | os.PathLike, base_model: str | os.PathLike | 
             transformer = transformer.to(torch_dtype)
     else:
         base = resolve_base_model(path, base_model)
-        transformer = load_base_transformer(base, torch_dtype=torch_dtype)
+        transformer = load_base_transformer(base, torch_dtype=torch_dtype, subfolder=meta.get("base_subfolder"))
         _check_arch(dict(transformer.config), meta["base_transformer_config"], str(base))
     rc = ReHyAtConfig.from_dict(meta["rehyat"])  # configs written before a field existed get its default
     ReHyAtWanTransformer3DModel.from_wan(transformer, rc, seed=0)
