@@ -1,7 +1,9 @@
 """Streamlit entry point: ``streamlit run human_study/app.py -- --study FILE``.
 
-The study file may also be given by the environment variable ``HUMAN_STUDY_FILE`` (used by the tests).
-Raters open ``http://HOST:PORT/?rater=TOKEN``; the admin page is ``http://HOST:PORT/?admin=1``.
+The study file may also be given by the environment variable ``HUMAN_STUDY_FILE`` (used by the tests). Serve it
+with ``python -m human_study serve`` (it validates the study first and turns Streamlit's error details off).
+Raters open their signed link ``http://HOST:PORT/?rater=ID&sig=SIG`` (``python -m human_study links``), or, with
+open enrolment, the crowd-platform link; the admin page is ``http://HOST:PORT/?admin=1``.
 """
 
 import argparse

@@ -1,10 +1,12 @@
 """Blinding helpers: opaque ids, neutral media, and leak checks.
 
 Model identity never reaches the browser. The app sends video *bytes* (Streamlit serves them at a content-hashed
-``/media/<hash>.<ext>`` URL, never a file name), neutral alt texts ("Left video" / "Right video"), opaque item ids
+``/media/<hash>.<ext>`` URL, never a file name), neutral labels ("Left video" / "Right video"), opaque item ids
 (HMAC of a per-study secret) and the prompt text only. :func:`find_leaks` is the check used by the tests and by
-``python -m human_study validate`` (which also scans the texts shown to raters and the video files themselves:
-container metadata such as a ``title`` tag could carry a model name).
+``python -m human_study validate``, which also scans the texts shown to raters and each video's container and
+stream metadata (a generator or muxer may write a model name into ``title``, ``comment``, ``encoder`` or a
+``handler_name`` tag; the browser can read those). It does not search the compressed stream: the bytes of an
+encoded frame spell any short name now and then ("Wan" in a 12 MB mp4), which says nothing about the video.
 """
 
 from __future__ import annotations
@@ -55,10 +57,36 @@ def find_leaks(blob: str | bytes, names: Iterable[str]) -> list[str]:
     return [n for n in names if n and n.lower() in low]
 
 
-def video_file_leaks(path: Path, names: Iterable[str]) -> list[str]:
-    """Names found in a video file's bytes (e.g. in a ``title`` metadata tag written by the generator)."""
-    data = path.read_bytes()
-    return [n for n in names if n and n.lower().encode() in data.lower()]
+def video_metadata(path: Path) -> dict[str, str]:
+    """Every metadata tag of a video: container tags, each stream's tags (incl. attachments' file names) and
+    chapter titles, keyed ``container title``, ``stream 0 handler_name``, ``chapter 1 title``, ...
+
+    Raises ``av.error.FFmpegError`` (or ``OSError``) when the file is not a readable video.
+    """
+    import av  # PyAV; imported here so the app's pages do not load FFmpeg before they need it
+
+    with av.open(str(path)) as container:
+        # tag names lower-cased: Matroska/WebM store them upper-case (TITLE, ENCODER), MP4 lower-case
+        tags = {f"container {k.lower()}": str(v) for k, v in container.metadata.items()}
+        for stream in container.streams:
+            tags.update({f"stream {stream.index} {k.lower()}": str(v) for k, v in stream.metadata.items()})
+        for n, chapter in enumerate(container.chapters()):
+            tags.update({f"chapter {n} {k.lower()}": str(v) for k, v in (chapter.get("metadata") or {}).items()})
+        if not container.streams.video:
+            raise ValueError("no video stream")
+    return tags
+
+
+def video_metadata_leaks(path: Path, names: Iterable[str]) -> list[tuple[str, str]]:
+    """``(tag, model name)`` for each metadata tag of ``path`` that names a model (see :func:`video_metadata`)."""
+    names = list(names)
+    return [(tag, name) for tag, value in video_metadata(path).items() for name in find_leaks(value, names)]
+
+
+def file_name_leaks(path: Path, names: Iterable[str]) -> list[str]:
+    """Model names in a video's file name (not its folders). The app never sends file names, so this is a
+    warning for files that are also shared elsewhere, not a blinding failure."""
+    return find_leaks(path.name, names)
 
 
 def study_text_leaks(study: "Study") -> list[str]:

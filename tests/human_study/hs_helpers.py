@@ -31,17 +31,37 @@ def make_webm(path: Path, shade: int, frames: int = 6, width: int = 64, height: 
     return path
 
 
+def make_tagged_video(path: Path, container_tags: dict | None = None, stream_tags: dict | None = None,
+                      fmt: str = "webm", codec: str = "libvpx") -> Path:
+    """A 3-frame 32x32 video with the given container and stream metadata tags."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=fmt) as c:
+        c.metadata.update(container_tags or {})
+        s = c.add_stream(codec, rate=8)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        s.metadata.update(stream_tags or {})
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 * i, np.uint8), format="rgb24")
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
 def write_study(root: Path, *, models=MODEL_NAMES[:2], n_prompts=4, quota=4, repeats=1, n_gold=1,
-                criteria=("visual_quality", "overall"), fmt="yaml", extra: dict | None = None) -> Path:
-    """Videos under ``root/videos/<model>/<prompt>.webm`` (file names carry model names) and a study file."""
+                criteria=("visual_quality", "overall"), fmt="yaml", extra: dict | None = None,
+                frames: int = 6) -> Path:
+    """Videos under ``root/videos/<model>/<prompt>.webm`` (folder names carry model names) and a study file;
+    ``frames`` per video at 8 fps (gold "bad" videos have half as many)."""
     prompts = [{"id": f"p{i}", "text": f"A calm scene number {i}"} for i in range(n_prompts)]
     for m, model in enumerate(models):
         for i, p in enumerate(prompts):
-            make_webm(root / "videos" / model / f"{p['id']}.webm", shade=(40 * m + 17 * i) % 200)
+            make_webm(root / "videos" / model / f"{p['id']}.webm", shade=(40 * m + 17 * i) % 200, frames=frames)
     gold = []
     for g in range(n_gold):
-        make_webm(root / "gold" / f"good{g}.webm", shade=120 + g)
-        make_webm(root / "gold" / f"bad{g}.webm", shade=5 + g, frames=3)
+        make_webm(root / "gold" / f"good{g}.webm", shade=120 + g, frames=frames)
+        make_webm(root / "gold" / f"bad{g}.webm", shade=5 + g, frames=max(3, frames // 2))
         gold.append({"id": f"g{g}", "prompt": f"Attention check {g}: a red ball", "video_a": f"gold/good{g}.webm",
                      "video_b": f"gold/bad{g}.webm", "answer": "a"})
     data = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import socket
 import subprocess
@@ -14,7 +16,7 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
-from hs_helpers import MODEL_NAMES, make_webm
+from hs_helpers import MODEL_NAMES, make_tagged_video, make_webm
 
 from human_study.blinding import find_leaks
 from human_study.cli import main
@@ -86,15 +88,8 @@ def test_create_writes_a_loadable_study(folders: Path):
 
 def test_validate_finds_a_model_name_inside_a_video(folders: Path, capsys):
     path = _create(folders)
-    leaky = folders / "videos" / MODEL_NAMES[0] / "prompt0.webm"
-    with av.open(str(leaky), "w", format="webm") as c:
-        c.metadata["title"] = f"sample from {MODEL_NAMES[0]}"
-        s = c.add_stream("libvpx", rate=8)
-        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
-        for packet in s.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
-            c.mux(packet)
-        for packet in s.encode():
-            c.mux(packet)
+    make_tagged_video(folders / "videos" / MODEL_NAMES[0] / "prompt0.webm",
+                      container_tags={"title": f"sample from {MODEL_NAMES[0]}"})
     assert main(["validate", "--study", str(path)]) == 1
     assert "contains the model name 'ModelSecretAlpha'" in capsys.readouterr().out
 
@@ -106,8 +101,10 @@ def test_validate_finds_a_model_name_in_rater_facing_text(folders: Path, capsys)
     assert "title names the model 'ModelSecretBeta'" in capsys.readouterr().out
 
 
-def test_export_and_stats_write_the_report_tables(folders: Path, tmp_path: Path):
+def test_export_and_stats_write_the_report_tables(folders: Path, tmp_path: Path, db_url: str, monkeypatch):
+    monkeypatch.setenv("HUMAN_STUDY_DB_URL", db_url)  # SQLite and the local PostgreSQL server
     path = _create(folders)
+    assert load_study(path).storage_url == db_url
     store = _simulate(path)
     out = tmp_path / "stats"
     assert main(["stats", "--study", str(path), "--out", str(out), "--n-boot", "300", "--bt-boot", "60"]) == 0
@@ -148,13 +145,14 @@ def test_counts_command_and_module_entry_point(capsys):
     assert done.returncode == 0 and all(c in done.stdout for c in ("create", "stats", "export", "serve"))
 
 
-def test_serve_starts_the_app(folders: Path):
-    path = _create(folders)
+@contextlib.contextmanager
+def _serving(path: Path, *extra: str):
+    """``python -m human_study serve`` on a free loopback port until its health check answers; yields the port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "human_study", "serve", "--study", str(path), "--port", str(port)],
-                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "human_study", "serve", "--study", str(path), "--port", str(port),
+                             *extra], cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 90
@@ -166,8 +164,181 @@ def test_serve_starts_the_app(folders: Path):
             except OSError:
                 assert proc.poll() is None and time.time() < deadline, "serve did not start"
                 time.sleep(0.3)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?rater=x", timeout=10) as r:
-            assert not find_leaks(r.read(), MODEL_NAMES)
+        yield port
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_starts_the_app(folders: Path):
+    path = _create(folders)
+    with _serving(path) as port:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?rater=x", timeout=10) as r:
+            assert not find_leaks(r.read(), MODEL_NAMES)
+
+
+# ------------------------------------------------------------------------------------------ errors and exit codes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "human_study", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+@pytest.fixture
+def bad_inputs(folders: Path) -> dict[str, Path]:
+    good = _create(folders)
+    (folders / "broken.yaml").write_text("name: x\nmodels: [{name: a, folder: videos}\n")
+    (folders / "incomplete.yaml").write_text("name: x\n")
+    (folders / "wrong.csv").write_text("a,b\n1,2\n")
+    return {"good": good, "broken": folders / "broken.yaml", "incomplete": folders / "incomplete.yaml",
+            "wrong_csv": folders / "wrong.csv", "missing": folders / "nope" / "study.yaml", "dir": folders}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validate", "--study", "{missing}"], "study file not found"),
+    (["validate", "--study", "{broken}"], "not valid YAML at line 3"),
+    (["validate", "--study", "{incomplete}"], "needs 'models'"),
+    (["validate", "--study", "{dir}"], "unknown study file type"),
+    (["serve", "--study", "{missing}"], "study file not found"),
+    (["export", "--study", "{broken}"], "not valid YAML"),
+    (["links", "--study", "{missing}", "--count", "2"], "study file not found"),
+    (["links", "--study", "{good}"], "give --count K or --ids"),
+    (["links", "--study", "{good}", "--count", "0"], "--count must be >= 1"),
+    (["links", "--study", "{good}", "--ids", "ok,not ok"], "rater ids must match"),
+    (["stats", "--study", "{good}", "--out", "{dir}/s", "--votes", "{dir}/none.csv"], "--votes: file not found"),
+    (["stats", "--study", "{good}", "--out", "{dir}/s", "--votes", "{wrong_csv}"], "not an export"),
+    (["export", "--study", "{good}", "--db", "postgresql+psycopg://u@127.0.0.1:1/x"], "cannot open the vote database"),
+    (["export", "--study", "{good}", "--db", "no url"], "not a database URL"),
+    (["create", "--name", "n", "--model", "a={dir}/none", "--model", "b={dir}", "--out", "{dir}/s.yaml"],
+     "folder not found"),
+    (["create", "--name", "n", "--model", "a", "--out", "{dir}/s.yaml"], "expects NAME=FOLDER"),
+    (["create", "--name", "n", "--model", "a={dir}", "--out", "{dir}/no/s.yaml"], "--out: folder not found"),
+])
+def test_cli_errors_are_one_clear_line_and_exit_code_2(bad_inputs, capsys, args: list[str], message: str):
+    argv = [a.format(**bad_inputs) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_cli_exit_codes_and_debug_traceback_in_a_real_process(bad_inputs):
+    missing = str(bad_inputs["missing"])
+    done = _cli("validate", "--study", missing)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: study file not found: {missing}"
+    for argv in (["--debug", "validate", "--study", missing], ["validate", "--study", missing, "--debug"]):
+        debug = _cli(*argv)
+        assert debug.returncode != 0 and "Traceback" in debug.stderr and "StudyError" in debug.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- links
+
+
+def test_links_and_create_write_signed_links(folders: Path, capsys):
+    from human_study.links import link_signature
+
+    path = _create(folders)
+    capsys.readouterr()
+    assert main(["links", "--study", str(path), "--count", "3", "--base-url", "http://study.example:8501/"]) == 0
+    links = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(links["rater"]) == ["r001", "r002", "r003"]
+    study = load_study(path)
+    secret = VoteStore.open(study).link_secret
+    for rater, url in zip(links["rater"], links["url"]):
+        assert url == f"http://study.example:8501/?rater={rater}&sig={link_signature(secret, study.name, rater)}"
+    out = folders / "more.csv"
+    assert main(["links", "--study", str(path), "--ids", "alice,bob", "--out", str(out)]) == 0
+    assert list(pd.read_csv(out)["rater"]) == ["alice", "bob"]
+    # create --raters writes the links beside the study file; the same database secret signs them
+    args = ["create", "--name", "cli-study", "--out", str(folders / "again.yaml"), "--raters", "2"]
+    for m in MODEL_NAMES:
+        args += ["--model", f"{m}={folders / 'videos' / m}"]
+    assert main(args) == 0
+    made = pd.read_csv(folders / "again.links.csv")
+    assert len(made) == 2 and made["url"].str.contains("&sig=").all()
+
+
+def test_links_for_open_enrolment_print_the_platform_link(folders: Path, capsys):
+    path = _create(folders)
+    path.write_text(path.read_text().replace("enrolment: signed", "enrolment: open"))
+    assert main(["links", "--study", str(path), "--base-url", "https://s.example"]) == 0
+    err = capsys.readouterr().err
+    assert ("https://s.example/?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}"
+            "&SESSION_ID={{%SESSION_ID%}}") in err
+
+
+# --------------------------------------------------------------------------------------- validate metadata
+
+
+def test_validate_reads_metadata_not_compressed_bytes(folders: Path, capsys):
+    path = _create(folders)
+    alpha, beta = (folders / "videos" / m for m in MODEL_NAMES[:2])
+    make_tagged_video(alpha / "prompt1.webm", stream_tags={"title": f"{MODEL_NAMES[0]} sample"})
+    make_tagged_video(alpha / "prompt2.webm", container_tags={"comment": f"made with {MODEL_NAMES[0].lower()}"})
+    make_tagged_video(beta / "prompt3.webm", stream_tags={"encoder": f"{MODEL_NAMES[1]}-writer 1.0"})
+    assert main(["validate", "--study", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "metadata tag 'stream 0 title'" in out and "metadata tag 'container comment'" in out
+    assert f"contains the model name '{MODEL_NAMES[1]}' in its metadata tag 'stream 0 encoder'" in out
+    assert "3 problem(s)" in out
+
+
+def test_validate_has_no_false_alarm_on_names_inside_the_video_data(tmp_path: Path, capsys):
+    """An mp4 without metadata whose bytes happen to spell a model name ("Wan") is not a leak."""
+    for model in ("Wan", "other"):
+        for i in range(2):
+            video = make_tagged_video(tmp_path / model / f"p{i}.mp4", fmt="mp4", codec="mpeg4")
+            with video.open("ab") as fh:  # a top-level 'free' box: bytes in the file, not metadata
+                payload = b"..Wan..wan..WAN.."
+                fh.write((8 + len(payload)).to_bytes(4, "big") + b"free" + payload)
+            assert b"Wan" in video.read_bytes()
+            with av.open(str(video)) as c:
+                assert c.streams.video[0].frames == 3  # still a valid video
+    study = tmp_path / "study.yaml"
+    args = ["create", "--name", "plain", "--out", str(study), "--model", f"Wan={tmp_path / 'Wan'}",
+            "--model", f"other={tmp_path / 'other'}"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["validate", "--study", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "0 problem(s)" in out and "4 videos checked" in out
+
+
+def test_validate_flags_unreadable_videos_and_warns_about_file_names(folders: Path, capsys):
+    path = _create(folders)
+    (folders / "videos" / MODEL_NAMES[0] / "prompt4.webm").write_bytes(b"not a video at all")
+    assert main(["validate", "--study", str(path)]) == 1
+    assert "prompt4.webm is not a readable video" in capsys.readouterr().out
+    named = folders / "named"
+    for model in ("alpha", "beta"):
+        make_webm(named / model / f"{model}_p0.webm", shade=10)
+    (named / "m.json").write_text(json.dumps({"p0": "alpha/alpha_p0.webm"}))
+    study = named / "s.yaml"
+    study.write_text("name: n\nquota: 1\nprompts: [{id: p0, text: a scene}]\nmodels:\n"
+                     "  - {name: alpha, manifest: m.json}\n  - {name: beta, videos: {p0: beta/beta_p0.webm}}\n")
+    assert main(["validate", "--study", str(study)]) == 0  # file names never reach the browser: a warning
+    out = capsys.readouterr().out
+    assert out.count("warning:") == 2 and "the file name names the model 'alpha'" in out
+
+
+def test_serve_refuses_a_leaking_study_unless_forced(folders: Path):
+    path = _create(folders)
+    make_tagged_video(folders / "videos" / MODEL_NAMES[0] / "prompt0.webm",
+                     container_tags={"title": f"{MODEL_NAMES[0]} output"})
+    done = _cli("serve", "--study", str(path), "--port", "9")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "metadata tag 'container title'" in done.stdout and "not serving a study with problems" in done.stderr
+    with _serving(path, "--force"):  # told to go on, it serves
+        pass
+
+
+def test_serve_turns_streamlit_error_details_off(tmp_path: Path):
+    from human_study.cli import serve_command
+
+    cmd = serve_command(tmp_path / "s.yaml", 8501, "127.0.0.1")
+    assert cmd[cmd.index("--client.showErrorDetails") + 1] == "none"
+    debug = serve_command(tmp_path / "s.yaml", 8501, "127.0.0.1", debug=True)
+    assert debug[debug.index("--client.showErrorDetails") + 1] == "full"

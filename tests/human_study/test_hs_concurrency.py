@@ -1,4 +1,5 @@
-"""8 processes x 300 votes on one SQLite file: nothing lost, nothing duplicated, no item half-written."""
+"""8 processes x 300 votes on one database (a SQLite file, and a local PostgreSQL server): nothing lost, nothing
+duplicated, no item half-written."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from human_study.store import VoteStore
 WORKER = Path(__file__).with_name("hs_vote_worker.py")
 
 
-def test_eight_processes_lose_and_duplicate_nothing(tmp_path: Path):
+def test_eight_processes_lose_and_duplicate_nothing(tmp_path: Path, db_url: str):
     path = write_study(tmp_path, models=("ModelSecretAlpha", "ModelSecretBeta", "ModelSecretGamma"), n_prompts=50,
-                       quota=150, repeats=0, n_gold=0, criteria=("overall", "motion_quality"))
+                       quota=150, repeats=0, n_gold=0, criteria=("overall", "motion_quality"),
+                       extra={"storage": {"url": db_url}})
     study = load_study(path)
     store = VoteStore.open(study)
     store.register_rater("shared")
@@ -34,6 +36,7 @@ def test_eight_processes_lose_and_duplicate_nothing(tmp_path: Path):
         assert time.time() < deadline and all(p.poll() is None for p in procs), "a worker did not start"
         time.sleep(0.05)
     go.touch()
+    started = time.time()
     results = {}
     for p in procs:
         out, err = p.communicate(timeout=300)
@@ -42,8 +45,14 @@ def test_eight_processes_lose_and_duplicate_nothing(tmp_path: Path):
         results[row["proc"]] = row["written"]
     assert results == {p: VOTES_PER_PROC for p in range(N_PROCS)}
 
+    elapsed = time.time() - started
     votes = store.votes_frame()
     own = votes[votes["rater"] != "shared"]
+    sent = N_PROCS * VOTES_PER_PROC * 2
+    stored = own.drop_duplicates(["rater", "item", "criterion"])
+    print(f"\nstorm on {store.engine.dialect.name}: {N_PROCS} processes x {VOTES_PER_PROC} items x 2 criteria: "
+          f"{sent} votes sent, {len(own)} rows stored, lost {sent - len(stored)}, "
+          f"duplicated {len(own) - len(stored)}, {elapsed:.1f} s")
     assert len(own) == N_PROCS * VOTES_PER_PROC * 2  # two criteria per vote
     assert not own.duplicated(["rater", "item", "criterion"]).any()
     assert own["vote_uuid"].is_unique

@@ -11,7 +11,8 @@ import pytest
 from hs_helpers import MODEL_NAMES, write_study
 
 from human_study.assignment import core_items, model_pairs, rater_plan
-from human_study.config import DEFAULT_CRITERIA, StudyError, file_problems, load_study, study_from_dict
+from human_study.config import (DEFAULT_CRITERIA, Completion, Raters, StudyError, file_problems, load_study,
+                                 study_from_dict)
 
 SECRET = "s" * 64
 
@@ -83,6 +84,58 @@ def test_token_rules(tmp_path: Path):
     assert open_study.token_allowed("rater_01") and not open_study.token_allowed("bad token/..")
     listed = load_study(write_study(tmp_path, extra={"raters": {"tokens": ["abc"]}}))
     assert listed.token_allowed("abc") and not listed.token_allowed("abd")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"models": "videos"}, "models must be a list"),
+    ({"models": [{"name": "a", "folder": "."}, "b"]}, r"models\[1\] must be a mapping"),
+    ({"models": [{"name": "a", "folder": "."}, {"name": "b"}]}, "model 'b' needs exactly one of"),
+    ({"models": [{"name": "a", "folder": "."}, {"name": "b", "folder": "nowhere"}]}, "model 'b': folder not found"),
+    ({"models": [{"name": "a", "folder": "."}, {"name": "b", "manifest": "m.csv"}]}, "manifest: file not found"),
+    ({"prompts": "prompts.txt"}, "prompts: file not found"),
+    ({"quota": "many"}, "quota must be an integer"),
+    ({"criteria": [{"label": "x"}]}, r"criteria\[0\] needs 'id'"),
+    ({"options": {"left": "L", "centre": "C"}}, "options: unknown field"),
+    ({"exclusion": {"min_gold_acc": 0.5}}, "exclusion: unknown field"),
+    ({"gold": [{"id": "g", "answer": "a", "video_a": "x.webm"}]}, "gold item 'g' needs 'video_b'"),
+    ({"titel": "typo"}, "unknown field.*'titel'"),
+    ({"raters": {"enrolment": "anyone"}}, "raters.enrolment must be one of"),
+    ({"raters": {"enrolment": "open", "tokens": ["a"]}}, "use one or the other"),
+    ({"raters": {"tokens": ["bad id"]}}, "raters.tokens: ids must match"),
+    ({"completion": {"url": "javascript:alert(1)"}}, "completion.url must start with http"),
+    ({"storage": {"uri": "sqlite://"}}, "storage: unknown field"),
+])
+def test_malformed_study_files_name_the_field(tmp_path: Path, change: dict, message: str):
+    data = {"name": "x", "prompts": ["p"], "models": [{"name": "a", "folder": "."}, {"name": "b", "folder": "."}]}
+    data.update(change)
+    with pytest.raises(StudyError, match=message):
+        study_from_dict(data, tmp_path / "s.yaml")
+
+
+@pytest.mark.parametrize("text, suffix, message", [
+    ("name: x\nmodels: [a, b\n", ".yaml", "not valid YAML at line 3"),
+    ('{"name": "x", ', ".json", "not valid JSON"),
+    ("name = \n", ".toml", "not valid TOML"),
+    ("- just\n- a list\n", ".yaml", "top level must be a mapping"),
+])
+def test_unparsable_study_files_are_one_clear_error(tmp_path: Path, text: str, suffix: str, message: str):
+    path = tmp_path / f"study{suffix}"
+    path.write_text(text)
+    with pytest.raises(StudyError, match=message):
+        load_study(path)
+    with pytest.raises(StudyError, match="study file not found"):
+        load_study(tmp_path / "missing.yaml")
+
+
+def test_raters_and_completion_fields(tmp_path: Path):
+    study = load_study(write_study(tmp_path))
+    assert study.raters == Raters() and study.raters.enrolment == "signed" and study.completion == Completion()
+    crowd = load_study(write_study(tmp_path, extra={
+        "raters": {"enrolment": "open", "platform": {"participant": "workerId"}},
+        "completion": {"code": 1234, "url": "https://example.org/done"}}))
+    assert crowd.raters.enrolment == "open" and crowd.raters.platform.participant == "workerId"
+    assert crowd.raters.platform.study == "STUDY_ID"  # the other names keep Prolific's defaults
+    assert crowd.completion == Completion("1234", "https://example.org/done")
 
 
 # ------------------------------------------------------------------------------------------------------ assignment

@@ -1,4 +1,5 @@
-"""Vote storage: idempotent writes, canonical choices, resume after restart, registration, export."""
+"""Vote storage: idempotent writes, canonical choices, resume after restart, registration, export — on SQLite and
+on a local PostgreSQL server (``db_url``); open enrolment, dropped items and second-tab submissions."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ from hs_helpers import write_study
 
 from human_study import store as store_mod
 from human_study.config import load_study
-from human_study.store import VOTE_COLUMNS, StoreError, VoteStore, load_votes
+from human_study.store import VOTE_COLUMNS, Enrolment, StoreError, VoteStore, load_votes
 
 ALL_LEFT = {"visual_quality": "left", "overall": "left"}
 
 
 @pytest.fixture
-def study(study_file: Path):
+def study(tmp_path: Path, db_url: str):
+    """The conftest study on each backend."""
+    return load_study(write_study(tmp_path, extra={"storage": {"url": db_url}}))
+
+
+@pytest.fixture
+def sqlite_study(study_file: Path):
     return load_study(study_file)
 
 
@@ -24,7 +31,8 @@ def _db_path(study) -> str:
     return study.storage_url.removeprefix("sqlite:///")
 
 
-def test_sqlite_pragmas_and_unique_constraint(study):
+def test_sqlite_pragmas_and_unique_constraint(sqlite_study):
+    study = sqlite_study
     store = VoteStore.open(study)
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -150,3 +158,79 @@ def test_load_votes_columns_and_progress(study):
     progress = store.rater_progress().set_index("rater")
     assert progress.loc["r1", "answered"] == 1 and progress.loc["r2", "answered"] == 0
     assert progress.loc["r1", "assigned"] == 6
+
+
+def test_postgres_schema_and_unique_constraint(postgres_url: str, tmp_path: Path):
+    """The store really runs on the PostgreSQL server, and the database itself refuses a duplicate vote."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    study = load_study(write_study(tmp_path, extra={"storage": {"url": postgres_url}}))
+    store = VoteStore.open(study)
+    assert store.engine.dialect.name == "postgresql"
+    store.register_rater("r1")
+    entry, _, _ = store.next_entry("r1")
+    store.record_votes("r1", entry.item_id, ALL_LEFT)
+    with pytest.raises(IntegrityError), store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO votes (vote_uuid, rater_id, item_id, criterion, choice, shown_left, created_at) "
+                          "VALUES ('x', 'r1', :item, 'overall', 'A', 'A', 'now')"), {"item": entry.item_id})
+    assert len(store.votes_frame()) == 2
+
+
+def test_replicas_opening_a_new_database_together(db_url: str, tmp_path: Path):
+    """Several app replicas starting at once on one empty database: one schema, one secret pair, no error."""
+    import concurrent.futures
+
+    study = load_study(write_study(tmp_path, extra={"storage": {"url": db_url}}))
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        stores = list(pool.map(lambda _: VoteStore.open(study), range(6)))
+    assert len({(s.secret, s.link_secret) for s in stores}) == 1
+    assert stores[0].secret != stores[0].link_secret
+
+
+def test_open_enrolment_assigns_ids_and_keeps_platform_ids(study):
+    store = VoteStore.open(study)
+    a = store.enrol_open(Enrolment("pid-1", "study-9", "sess-1"))
+    b = store.enrol_open(Enrolment())
+    c = store.enrol_open(Enrolment())
+    assert len({a, b, c}) == 3 and all(study.token_allowed(r) and r.startswith("o") for r in (a, b, c))
+    assert store.enrolment(a) == Enrolment("pid-1", "study-9", "sess-1")
+    with pytest.raises(StoreError, match="already enrolled"):  # one rater per platform participant
+        store.enrol_open(Enrolment("pid-1", "study-9", "sess-2"))
+    progress = store.rater_progress().set_index("rater")
+    assert list(progress["idx"]) == [0, 1, 2]  # the refused enrolment registered nobody
+    assert progress.loc[a, "participant_id"] == "pid-1" and progress.loc[a, "enrolment"] == "open"
+    # a signed-link rater arriving with platform ids keeps them (first arrival wins)
+    store.register_rater("r1", Enrolment("pid-2", "study-9", "s"))
+    store.register_rater("r1", Enrolment("pid-3", "study-9", "t"))
+    assert store.enrolment("r1") == Enrolment("pid-2", "study-9", "s")
+    assert store.enrolment("nobody") is None
+
+
+def test_dropped_items_leave_the_plan_and_are_listed(study):
+    store = VoteStore.open(study)
+    store.register_rater("r1")
+    first, done, total = store.next_entry("r1")
+    store.drop_item("r1", first.item_id, "/srv/videos/x.webm: FileNotFoundError")
+    store.drop_item("r1", first.item_id, "again")  # idempotent
+    entry, done, total2 = store.next_entry("r1")
+    assert entry != first and (done, total2) == (0, total - 1)
+    store.register_rater("r2")
+    assert store.next_entry("r2")[2] == total  # another rater's plan is untouched
+    problems = store.problems_frame()
+    assert len(problems) == 1 and problems.loc[0, "reason"].startswith("/srv/videos")
+    assert problems.loc[0, "rater"] == "r1" and problems.loc[0, "model_a"] in study.model_names + ["gold:a"]
+    assert store.rater_progress().set_index("rater").loc["r1", "dropped"] == 1
+
+
+def test_second_tab_submission_is_told_apart_from_a_double_click(study):
+    store = VoteStore.open(study)
+    store.register_rater("r1")
+    entry = store.plan("r1")[0]
+    first = store.record_votes("r1", entry.item_id, ALL_LEFT, submission_id="tab1")
+    double = store.record_votes("r1", entry.item_id, ALL_LEFT, submission_id="tab1")
+    other_tab = store.record_votes("r1", entry.item_id, {"visual_quality": "right", "overall": "tie"},
+                                   submission_id="tab2")
+    assert (first.already_recorded, double.already_recorded, other_tab.already_recorded) == (False, True, True)
+    assert double.by_this_submission and not other_tab.by_this_submission
+    assert set(store.votes_frame()["chosen_side"]) == {"left"}  # the first answer is kept
