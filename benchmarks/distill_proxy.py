@@ -8,9 +8,17 @@ Teacher: :func:`rehyat.distill.proxy.build_proxy_teacher` (random-weight Wan-sha
 the same stage-1 budget (``rehyat.distill.stage1``: same steps, lr, schedule, seed, inputs, L1 loss) and is scored on
 held-out latents (other seeds) by the relative L2 error ||y - y_teacher|| / ||y_teacher|| of the per-head attention
 output, pooled over the eval inputs and averaged over the 2 blocks.  Students: ReHyAt (hybrid) for T_c in {1,2,3},
-T_o in {0,1} — as the Wan processor ships it, and with the experimental learned per-head log-scale of the linear
-branch (``--learn-linear-scale``, data-initialised); linear-only with the same feature map; chunk-local softmax only
-(no parameters: evaluated, not trained).
+T_o in {0,1} with each joint normaliser (``--normalisers kernel,paper``: fq.fk standing in for exp(s), or the paper's
+stabiliser inside the exponential only), each without and with the learned per-head log-scale of the linear branch
+(data-initialised); linear-only with the same feature map; chunk-local softmax only (no parameters: evaluated, not
+trained).  ``--teacher-temperature`` scales the teacher's q/k RMSNorm gains, hence its logits (1.2: log-sum-exp about
+30; the run prints the teacher's mean log-sum-exp and max logit per block, so the score scale is on record).
+
+The normaliser ablation of docs/attention.md::
+
+    python benchmarks/distill_proxy.py --steps 150 --out runs/proxy_t12              # large logits
+    python benchmarks/distill_proxy.py --steps 150 --teacher-temperature 0.7 --out runs/proxy_t07   # small logits
+    python benchmarks/distill_proxy.py --steps 600 --chunk-frames 3 --overlap-frames 1 --out runs/proxy_t12_long
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-scale", action="store_true", help="skip the hybrid + learned linear-scale rows")
+    ap.add_argument("--normalisers", default="kernel,paper", help="joint normalisers to compare (kernel, paper)")
+    ap.add_argument("--teacher-temperature", type=float, default=1.2,
+                    help="q/k gain of the proxy teacher (1.2: log-sum-exp ~30; smaller: smaller logits)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -57,7 +68,7 @@ def main(argv=None) -> int:
     shape = tuple(int(x) for x in args.latent.split(","))
     t_start = time.time()
     teacher_dir = out / "teacher"
-    build_proxy_teacher(seed=args.seed).save_pretrained(teacher_dir)
+    build_proxy_teacher(seed=args.seed, temperature=args.teacher_temperature).save_pretrained(teacher_dir)
     train_ds = make_synthetic_dataset(out / "train_data", num_items=args.train_items, latent_shape=shape,
                                       text_dim=32, seed=args.seed + 1)
     eval_ds = make_synthetic_dataset(out / "eval_data", num_items=args.eval_items, latent_shape=shape, text_dim=32,
@@ -96,13 +107,17 @@ def main(argv=None) -> int:
     for b, lst in caps.items():
         per = [attention_stats(q, k, ft, shape[3] // 2) for q, k in lst]
         stats[b] = {key: [sum(p[key][h] for p in per) / len(per) for h in range(len(per[0][key]))] for key in per[0]}
+        # the score scale the normalisers react to: mean over queries of log-sum-exp and of the row max of s
+        s = [torch.einsum("bnhd,bmhd->bhnm", q.double(), k.double()) * q.shape[-1] ** -0.5 for q, k in lst]
+        stats[b]["mean_lse"] = float(torch.stack([x.logsumexp(-1).mean() for x in s]).mean())
+        stats[b]["mean_row_max"] = float(torch.stack([x.amax(-1).mean() for x in s]).mean())
     del model, procs, settings
 
     rows = []
 
-    def run(label, kind, tc, to, train=True, scale=False):
+    def run(label, kind, tc, to, train=True, scale=False, normaliser="kernel"):
         cfg = Stage1Config(**base, out=str(out / label), student_kind=kind, chunk_frames=tc, overlap_frames=to,
-                           learn_linear_scale=scale)
+                           learn_linear_scale=scale, normaliser=normaliser)
         t0 = time.time()
         before = {}
         if train:
@@ -112,7 +127,9 @@ def main(argv=None) -> int:
             model, *_ = build_stage1_model(cfg, torch.device("cpu"))
             last = None
         err = held_out_error(model, cfg)
-        row = {"student": label, "kind": kind + ("+scale" if scale else ""), "T_c": tc if kind != "linear" else None,
+        name = f"{kind} ({normaliser})" if kind == "hybrid" else kind
+        row = {"student": label, "kind": name + (" + scale" if scale else ""), "normaliser": normaliser,
+               "scale": scale, "T_c": tc if kind != "linear" else None,
                "T_o": to if kind != "linear" else None, "trained_steps": args.steps if train else 0,
                "rel_l2": err["mean"], "rel_l2_per_block": err["per_block"],
                "rel_l2_untrained": before.get("mean"), "final_train_loss": last, "seconds": time.time() - t0}
@@ -123,9 +140,10 @@ def main(argv=None) -> int:
     tos = [int(x) for x in args.overlap_frames.split(",")]
     for tc in tcs:
         for to in tos:
-            run(f"hybrid_tc{tc}_to{to}", "hybrid", tc, to)
-            if not args.no_scale:
-                run(f"hybrid_scale_tc{tc}_to{to}", "hybrid", tc, to, scale=True)
+            for nm in args.normalisers.split(","):
+                run(f"hybrid_{nm}_tc{tc}_to{to}", "hybrid", tc, to, normaliser=nm)
+                if not args.no_scale:
+                    run(f"hybrid_{nm}_scale_tc{tc}_to{to}", "hybrid", tc, to, scale=True, normaliser=nm)
     run("linear", "linear", 1, 0)
     for tc in tcs:
         for to in tos:
@@ -143,8 +161,12 @@ def main(argv=None) -> int:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| student | T_c | T_o | rel. L2 error (held-out) | untrained φ | ratio vs linear-only |",
-             "|---|---|---|---|---|---|"]
+    st = result["attention_stats"]
+    lines = ["teacher score scale (held-out): " + ", ".join(
+        f"block {b}: mean log-sum-exp {v['mean_lse']:.1f}, mean row max {v['mean_row_max']:.1f}"
+        for b, v in sorted(st.items())), "",
+        "| student | T_c | T_o | rel. L2 error (held-out) | untrained φ | ratio vs linear-only |",
+        "|---|---|---|---|---|---|"]
     for r in result["rows"]:
         f = lambda x: "—" if x is None else f"{x:.4f}"  # noqa: E731
         lines.append(f"| {r['kind']} | {r['T_c'] if r['T_c'] is not None else '—'} | "

@@ -79,6 +79,11 @@ def _freeze_blocks(blocks: BlocksSpec) -> BlocksSpec:
     return blocks
 
 
+NORMALISERS = ("kernel", "paper")
+# What a stored config that predates a field meant (may differ from today's default for new configs).
+STORED_BEFORE_FIELD = {"normaliser": "kernel"}
+
+
 @dataclass(frozen=True)
 class ReHyAtConfig:
     """What a converted Wan self-attention computes, and where.
@@ -96,6 +101,12 @@ class ReHyAtConfig:
         linear_scale: a learnable per-head log-scale ``linear_log_scale`` multiplying phi_k by ``exp(gamma_h)``
             (a mixing parameter; docs/distill.md).
         softmax_backend: the op's fused softmax+LSE backend (``None`` = its default selection).
+        normaliser: how the linear branch enters the joint normaliser (docs/attention.md).  ``"kernel"``: fq.fk stands
+            in for exp(s) itself, ``y = (sum_S e^s v + sum_L fq.fk v) / (sum_S e^s + sum_L fq.fk)`` (the stabiliser
+            cancels).  ``"paper"``: the paper's literal formula, the stabiliser c_t (the query's max logit over its
+            softmax window) inside the exponential only, ``y = (sum_S e^(s-c) v + sum_L fq.fk v) / (sum_S e^(s-c) +
+            sum_L fq.fk)``: the linear branch competes with e^(s-c) <= 1.  Configs stored before the field existed
+            load as ``"kernel"``.
 
     Frozen and hashable (efficiency sweeps key results by it).  ``replace(**fields)`` gives a modified copy.
     """
@@ -109,6 +120,7 @@ class ReHyAtConfig:
     feature_map_kwargs: Mapping[str, Any] = field(default_factory=dict)
     linear_scale: bool = False
     softmax_backend: str | None = None
+    normaliser: str = "kernel"
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -121,6 +133,8 @@ class ReHyAtConfig:
         set_(self, "overlap_frames", int(self.overlap_frames))
         set_(self, "causal", bool(self.causal))
         set_(self, "linear_scale", bool(self.linear_scale))
+        if self.normaliser not in NORMALISERS:
+            raise ValueError(f"normaliser must be one of {NORMALISERS}, got {self.normaliser!r}")
         if self.chunk_frames < 1 or self.overlap_frames < 0:
             raise ValueError(f"need chunk_frames >= 1 and overlap_frames >= 0, got {self.chunk_frames}, "
                              f"{self.overlap_frames}")
@@ -150,7 +164,7 @@ class ReHyAtConfig:
         newer files still load)."""
         if isinstance(d, ReHyAtConfig):
             return d
-        d = dict(d or {})
+        d = dict(STORED_BEFORE_FIELD) | dict(d or {})
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     @classmethod
@@ -228,7 +242,7 @@ register_preset("long-video", ReHyAtConfig(blocks="all", chunk_frames=3, overlap
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 CLI_FIELDS = ("blocks", "chunk_frames", "overlap_frames", "causal", "feature_map", "feature_map_kwargs",
-              "linear_scale")
+              "linear_scale", "normaliser")
 _FLAG_HELP = {
     "blocks": "'all', n (n blocks spread over depth) or indices '0,2,4' (one index: '5,')",
     "chunk_frames": "T_c, latent frames per chunk",
@@ -237,6 +251,8 @@ _FLAG_HELP = {
     "feature_map": "phi: a registered feature map (polynomial, hedgehog, relu, elu1)",
     "feature_map_kwargs": "JSON kwargs of the feature map, e.g. '{\"hidden_dim\": 64}'",
     "linear_scale": "a learnable per-head log-scale of the linear branch (docs/distill.md)",
+    "normaliser": "joint normaliser: 'kernel' (fq.fk stands in for exp(s)) or 'paper' (stabiliser in the exponential "
+                  "only); docs/attention.md",
 }
 
 
@@ -257,7 +273,8 @@ def add_config_arguments(parser, *, names: dict[str, str] | None = None, title: 
         if name in ("causal", "linear_scale"):
             g.add_argument(flag, dest=dest, default=None, action=argparse.BooleanOptionalAction, help=_FLAG_HELP[name])
         else:
-            g.add_argument(flag, dest=dest, default=None, type=types.get(name, str), help=_FLAG_HELP[name])
+            g.add_argument(flag, dest=dest, default=None, type=types.get(name, str), help=_FLAG_HELP[name],
+                           choices=NORMALISERS if name == "normaliser" else None)
 
 
 def apply_overrides(config: ReHyAtConfig, preset: str | None = None, names: dict[str, str] | None = None,

@@ -10,6 +10,8 @@ cumsum, the joint normaliser) counts 0.  The formulas mirror the matrix products
 * ``hybrid_recurrent`` as hybrid, but the state update only covers flushed tokens: ``2 B H (N - n_tail) F D``.
 * ``linear``       ``4 B H N F D + 2 B H N F``.
 * ``chunk_local``  the hybrid's SDPA part only.
+* ``normaliser="paper"`` (hybrid kinds): + ``2 B H n_c n_w D`` per chunk, the ``q k^T`` pass that gives the exact
+                   row maximum of the window logits (:mod:`rehyat.attention.rowmax`).
 
 Activation memory (bytes) is the peak of the tensors our implementation keeps alive in inference (no autograd), an
 estimate documented per kind in :func:`attention_memory`; it excludes weights.
@@ -106,6 +108,8 @@ def attention_flops(spec: ReHyAtConfig, *, batch: int, heads: int, head_dim: int
     cost.add("softmax", sum(_sdpa(b, h, nc, nw, d) for nc, nw in windows))
     if spec.kind == "chunk_local":
         return cost
+    if spec.normaliser == "paper":  # the stabiliser: one more q k^T pass per window for the exact row maximum
+        cost.add("softmax_rowmax", sum(2 * b * h * nc * nw * d for nc, nw in windows))
     if spec.kind == "hybrid":
         return cost.add("linear", 4 * b * h * n * f * d + 2 * b * h * n * f)
     if spec.kind == "hybrid_recurrent":

@@ -25,7 +25,7 @@ WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=
 
 
 def KindConfig(kind: str, chunk_frames: int | None = None, overlap_frames: int | None = None,
-               converted: int | None = None) -> ReHyAtConfig:
+               converted: int | None = None, normaliser: str = "kernel") -> ReHyAtConfig:
     """The :class:`~rehyat.config.ReHyAtConfig` one sweep point measures (a thin constructor under its older name).
 
     Chunked kinds take ``T_c, T_o`` (default 3, 1); others are normalised to ``T_c=1, T_o=0`` so that one kind is
@@ -33,13 +33,15 @@ def KindConfig(kind: str, chunk_frames: int | None = None, overlap_frames: int |
     measured bidirectionally.  ``converted`` (model level): how many blocks use this kind (``None`` = all; spread
     over depth as :func:`rehyat.config.resolve_blocks` does) — the config's ``blocks``.  The ``linear`` baseline
     uses SANA's parameter-free ReLU features; the feature map of the others is set per preset by the workloads.
+    ``normaliser`` (hybrid kinds): ``"paper"`` adds the exact row-max pass of the paper's stabiliser.
     """
     k = get_attention_kind(kind)
     chunked = k.uses_chunks
     return ReHyAtConfig(blocks="all" if converted is None else converted, kind=kind,
                         chunk_frames=(3 if chunk_frames is None else chunk_frames) if chunked else 1,
                         overlap_frames=(1 if overlap_frames is None else overlap_frames) if chunked else 0,
-                        causal=k.causal_only, feature_map="relu" if kind == "linear" else "polynomial")
+                        causal=k.causal_only, feature_map="relu" if kind == "linear" else "polynomial",
+                        normaliser=normaliser if k.uses_normaliser else "kernel")
 
 
 def converted_of(kc: ReHyAtConfig) -> int | list[int] | None:
@@ -52,18 +54,26 @@ def with_converted(kc: ReHyAtConfig, n: int | None) -> ReHyAtConfig:
 
 
 def parse_kind(text: str) -> KindConfig:
-    """``softmax``, ``linear``, ``hybrid:3:1``, ``hybrid_recurrent:3:1``, ``chunk_local:3:1`` (T_c:T_o)."""
+    """``softmax``, ``linear``, ``hybrid:3:1``, ``hybrid_recurrent:3:1``, ``chunk_local:3:1`` (T_c:T_o), and the
+    paper's normaliser as a fourth field: ``hybrid:3:1:paper``."""
     from rehyat.attention import ATTENTION_KINDS
 
     name, *rest = text.split(":")
     if name not in ATTENTION_KINDS:
         raise ValueError(f"unknown attention kind {name!r}; registered: {sorted(ATTENTION_KINDS)}")
     cfg = KindConfig(name)
+    normaliser = "kernel"
+    if cfg.attention_kind.uses_normaliser and len(rest) == 3:
+        normaliser = rest.pop()
+        if normaliser not in ("kernel", "paper"):
+            raise ValueError(f"{text!r}: the normaliser is 'kernel' or 'paper', got {normaliser!r}")
     if cfg.attention_kind.uses_chunks:
+        if len(rest) not in (0, 2):
+            raise ValueError(f"{text!r}: give T_c:T_o (e.g. {name}:3:1)")
         tc, to = (int(rest[0]), int(rest[1])) if len(rest) == 2 else (3, 1)
         if tc < 1 or to < 0:
             raise ValueError(f"{text!r}: need T_c >= 1 and T_o >= 0")
-        cfg = KindConfig(name, tc, to)
+        cfg = KindConfig(name, tc, to, normaliser=normaliser)
     elif rest:
         raise ValueError(f"{text!r}: kind {name!r} takes no T_c:T_o")
     return cfg
@@ -82,6 +92,8 @@ def _unique(*groups: tuple[KindConfig, ...]) -> tuple[KindConfig, ...]:
 MAIN = dict(chunk_frames=3, overlap_frames=1)  # the paper's main setting T_c = 3, T_o = 1
 BASE_KINDS = (KindConfig("softmax"), KindConfig("linear"), KindConfig("hybrid_recurrent", **MAIN),
               KindConfig("chunk_local", **MAIN))
+# The paper's normaliser at the main setting, beside the kernel one: what its exact row-max pass costs.
+PAPER_NORMALISER = (KindConfig("hybrid", **MAIN, normaliser="paper"),)
 
 
 @dataclass(frozen=True)
@@ -140,9 +152,9 @@ _register(Preset(
     wan=dict(WAN_TINY), text_tokens=8, feature_map_kwargs=dict(hidden_dim=16, feature_dim=16), threads=1,
     levels=(
         LevelSweep("op", ((32, 48), (48, 64)), (17, 33),
-                   _unique(BASE_KINDS, chunk_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local"))),
+                   _unique(BASE_KINDS, chunk_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local")), PAPER_NORMALISER),
                    point_budget_s=5.0, repeats=2, max_repeats=3, min_time_s=0.0),
-        LevelSweep("block", ((32, 48),), (17, 33), BASE_KINDS + (KindConfig("hybrid", **MAIN),),
+        LevelSweep("block", ((32, 48),), (17, 33), BASE_KINDS + (KindConfig("hybrid", **MAIN),) + PAPER_NORMALISER,
                    point_budget_s=5.0, repeats=2, max_repeats=3, min_time_s=0.0),
         LevelSweep("model", ((32, 48),), (17, 33),
                    (KindConfig("softmax"), KindConfig("hybrid", **MAIN, converted=1), KindConfig("hybrid", **MAIN),
@@ -151,7 +163,7 @@ _register(Preset(
     ),
 ))
 
-CPU_OP_KINDS = _unique(BASE_KINDS, chunk_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local")))
+CPU_OP_KINDS = _unique(BASE_KINDS, chunk_grid((1, 3), (0, 1), kinds=("hybrid", "chunk_local")), PAPER_NORMALISER)
 
 _register(Preset(
     name="cpu",
@@ -180,7 +192,7 @@ _register(Preset(
                 "model at 240x416 and 480x832, 17-321 frames (the model analytic where it does not fit the budget)",
     device="cuda", dtype="bfloat16", total_budget_s=330.0,
     levels=(
-        LevelSweep("op", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + chunk_grid((1, 3, 6), (0, 1, 2)),
+        LevelSweep("op", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + chunk_grid((1, 3, 6), (0, 1, 2)) + PAPER_NORMALISER,
                    point_budget_s=8.0, repeats=5, max_repeats=30, min_time_s=0.3),
         LevelSweep("block", (RES_SMALL, RES_480P), FRAMES, BASE_KINDS + (KindConfig("hybrid", **MAIN),),
                    point_budget_s=8.0, repeats=5, max_repeats=20, min_time_s=0.3),

@@ -80,7 +80,10 @@ def op_backend(kind: ReHyAtConfig, device: str, dtype: torch.dtype, head_dim: in
     if kind.kind == "linear":
         return "span-sum matmul linear branch (ReLU features)"
     lse = f"softmax_with_lse ({lse_backend_name(q)})"
-    return lse if kind.kind == "chunk_local" else f"{lse} + span-sum matmul linear branch"
+    if kind.kind == "chunk_local":
+        return lse
+    rowmax = " + exact row-max pass (paper normaliser)" if kind.normaliser == "paper" else ""
+    return f"{lse}{rowmax} + span-sum matmul linear branch"
 
 
 def cast_like_from_pretrained(module: nn.Module, dtype: torch.dtype, keep=None) -> nn.Module:

@@ -13,6 +13,7 @@ import torch
 from .combine import joint_normalise
 from .geometry import Chunk, ChunkGeometry
 from .linear_branch import accum_dtype, read_out, running_sums, span_statistics
+from .rowmax import row_max_logits
 from .softmax_lse import default_scale, softmax_with_lse
 
 Tensor = torch.Tensor
@@ -34,11 +35,10 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, fq: Tensor | None, fk: Tensor
 ROWS_PER_SOFTMAX_CALL = 32768
 
 
-def window_softmax(q: Tensor, k: Tensor, v: Tensor, geom: ChunkGeometry, group: list[Chunk], scale: float,
-                   backend: str | None = None) -> tuple[Tensor, Tensor]:
-    """Softmax of each chunk's queries over its window, for a group from :meth:`ChunkGeometry.batches` in one call.
+def window_views(q: Tensor, k: Tensor, v: Tensor, geom: ChunkGeometry, group: list[Chunk]
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """A group's queries and windows, head-major: q [B*m, H, n_c, D], k and v [B*m, H, n_w, D].
 
-    q, k, v: [B, N, H, D]  ->  o: [B, m, n_c, H, D], lse: [B, m, n_c, H] for the group's m chunks of n_c query tokens.
     The m windows are strided views (``unfold``) of k and v, overlapping by T_o frames; nothing is copied when B = 1.
     """
     first, last, m = group[0], group[-1], len(group)
@@ -54,8 +54,23 @@ def window_softmax(q: Tensor, k: Tensor, v: Tensor, geom: ChunkGeometry, group: 
         return x.reshape(b * m, lw, h, x.shape[-1]).transpose(1, 2)
 
     qg = q[:, geom.tokens(first.start, last.end)].reshape(b * m, lq, h, q.shape[-1]).transpose(1, 2)
-    o, lse = softmax_with_lse(qg, windows(k), windows(v), scale, backend)
-    return o.transpose(1, 2).unflatten(0, (b, m)), lse.transpose(1, 2).unflatten(0, (b, m))
+    return qg, windows(k), windows(v)
+
+
+def window_softmax(q: Tensor, k: Tensor, v: Tensor, geom: ChunkGeometry, group: list[Chunk], scale: float,
+                   backend: str | None = None, with_rowmax: bool = False):
+    """Softmax of each chunk's queries over its window, for a group from :meth:`ChunkGeometry.batches` in one call.
+
+    q, k, v: [B, N, H, D]  ->  o: [B, m, n_c, H, D], lse: [B, m, n_c, H] for the group's m chunks of n_c query tokens
+    (and, with ``with_rowmax``, the exact row maximum of the window logits [B, m, n_c, H], the ``"paper"`` stabiliser).
+    """
+    b, m = q.shape[0], len(group)
+    qg, kw, vw = window_views(q, k, v, geom, group)
+    o, lse = softmax_with_lse(qg, kw, vw, scale, backend)
+    o, lse = o.transpose(1, 2).unflatten(0, (b, m)), lse.transpose(1, 2).unflatten(0, (b, m))
+    if not with_rowmax:
+        return o, lse
+    return o, lse, row_max_logits(qg, kw, scale).transpose(1, 2).unflatten(0, (b, m))
 
 
 def chunk_states(fk: Tensor, v: Tensor, geom: ChunkGeometry, causal: bool,
@@ -135,10 +150,16 @@ def _softmax_groups(q: Tensor, geom: ChunkGeometry) -> list[list[Chunk]]:
     return geom.batches(max(1, ROWS_PER_SOFTMAX_CALL // rows))
 
 
+def no_autocast(x: Tensor):
+    """The linear branch's statistics, read-out and the joint normaliser run in the accumulation dtype whatever
+    autocast says (an autocast matmul would round them to bf16/fp16, and write bf16 into fp32 ``out=`` buffers)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def hybrid_attention(
     q: Tensor, k: Tensor, v: Tensor, fq: Tensor, fk: Tensor, *,
     frame_tokens: int, chunk_frames: int, overlap_frames: int = 0, causal: bool = False, scale: float | None = None,
-    softmax_backend: str | None = None,
+    softmax_backend: str | None = None, normaliser: str = "kernel",
 ) -> Tensor:
     """ReHyAt hybrid attention, parallel chunked form.
 
@@ -146,24 +167,37 @@ def hybrid_attention(
     For a query in chunk c the softmax set is frames ``[max(c*T_c - T_o, 0), min((c+1)*T_c, T))``; the linear set is
     every other frame (``causal=False``) or only frames ``< max(c*T_c - T_o, 0)`` (``causal=True``).  Both branches
     share one normaliser: ``y = (sum_S exp(s) v + sum_L (fq.fk) v) / (sum_S exp(s) + sum_L fq.fk)``, ``s = scale q.k``,
-    ``scale = D**-0.5`` by default.  Accumulates in fp32 for half/bf16 inputs.
+    ``scale = D**-0.5`` by default (``normaliser="kernel"``); ``"paper"`` uses ``exp(s - c)`` on the softmax set, ``c``
+    the query's max logit over its window (:mod:`rehyat.attention.combine`).  The linear branch and the normaliser
+    accumulate in fp32 for half/bf16 inputs and under autocast; the softmax part follows autocast.
     """
     _check_inputs(q, k, v, fq, fk)
+    paper = _check_normaliser(normaliser)
     geom = ChunkGeometry.from_tokens(q.shape[1], frame_tokens, chunk_frames, overlap_frames)
     scale = default_scale(q.shape[-1]) if scale is None else scale
     # without autograd, each chunk's result goes straight into its rows of the output (saves a final cat of [B,N,H,D])
     out = torch.empty_like(v) if _writes_in_place(v, q, k, fq, fk) else None
-    s_all, z_all = chunk_states(fk, v, geom, causal)
+    with no_autocast(v):
+        s_all, z_all = chunk_states(fk, v, geom, causal)
     outs = []
     for group in _softmax_groups(q, geom):
-        o_s, lse = window_softmax(q, k, v, geom, group, scale, softmax_backend)  # [B, m, n_c, H, D], [B, m, n_c, H]
+        # [B, m, n_c, H, D], [B, m, n_c, H] (+ the paper's stabiliser [B, m, n_c, H])
+        o_s, lse, *shift = window_softmax(q, k, v, geom, group, scale, softmax_backend, with_rowmax=paper)
         c0, m = group[0].index, len(group)
         qs = geom.tokens(group[0].start, group[-1].end)
         # one batched read-out for the group's m chunks, straight into their rows of the output in inference
         dst = None if out is None else out[:, qs].unflatten(1, (m, -1))
-        a_l, n_l = read_out(fq[:, qs].unflatten(1, (m, -1)), s_all[:, c0:c0 + m], z_all[:, c0:c0 + m], out=dst)
-        outs.append(joint_normalise(o_s, lse, a_l, n_l, out=dst).flatten(1, 2))
+        with no_autocast(v):
+            a_l, n_l = read_out(fq[:, qs].unflatten(1, (m, -1)), s_all[:, c0:c0 + m], z_all[:, c0:c0 + m], out=dst)
+            outs.append(joint_normalise(o_s, lse, a_l, n_l, out=dst, shift=shift[0] if shift else None).flatten(1, 2))
     return out if out is not None else torch.cat(outs, dim=1).to(v.dtype)
+
+
+def _check_normaliser(normaliser: str) -> bool:
+    """``True`` for the paper's normaliser (which needs the row maximum), ``False`` for the kernel one."""
+    if normaliser not in ("kernel", "paper"):
+        raise ValueError(f"normaliser must be 'kernel' or 'paper', got {normaliser!r}")
+    return normaliser == "paper"
 
 
 def chunk_local_attention(
@@ -197,17 +231,20 @@ def linear_attention(
         fq, fk = torch.relu(q), torch.relu(k)
     geom = ChunkGeometry.from_tokens(q.shape[1], frame_tokens, chunk_frames, 0)
     if causal:  # chunks of equal length share one read-out call
-        s_all, z_all = chunk_states(fk, v, geom, causal, include_window=True)
+        with no_autocast(v):
+            s_all, z_all = chunk_states(fk, v, geom, causal, include_window=True)
         groups = [(g[0].start, g[-1].end, g[0].index, len(g)) for g in geom.batches(geom.num_chunks)]
     else:  # every query's linear set is the whole sequence: one state, one read-out
-        s, z = span_statistics(fk, v)
+        with no_autocast(v):
+            s, z = span_statistics(fk, v)
         s_all, z_all, groups = s[:, None], z[:, None], [(0, geom.num_frames, 0, 1)]
     out = torch.empty_like(v) if _writes_in_place(v, q, k, fq, fk) else None  # read out and divided in place
     outs = []
     for start, end, c0, m in groups:
         rows = geom.tokens(start, end)
         dst = None if out is None else out[:, rows].unflatten(1, (m, -1))
-        a_l, n_l = read_out(fq[:, rows].unflatten(1, (m, -1)), s_all[:, c0:c0 + m], z_all[:, c0:c0 + m], out=dst)
-        n_safe = torch.where(n_l > 0, n_l, torch.ones_like(n_l)).unsqueeze(-1)
-        outs.append((a_l / n_safe if out is None else a_l.div_(n_safe)).flatten(1, 2))
+        with no_autocast(v):
+            a_l, n_l = read_out(fq[:, rows].unflatten(1, (m, -1)), s_all[:, c0:c0 + m], z_all[:, c0:c0 + m], out=dst)
+            n_safe = torch.where(n_l > 0, n_l, torch.ones_like(n_l)).unsqueeze(-1)
+            outs.append((a_l / n_safe if out is None else a_l.div_(n_safe)).flatten(1, 2))
     return out if out is not None else torch.cat(outs, dim=1).to(v.dtype)

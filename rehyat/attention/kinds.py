@@ -40,17 +40,19 @@ class AttentionKind:
     causal_only: bool = False
     bidirectional_only: bool = False
     causal_matters: bool = True
+    uses_normaliser: bool = False  # a joint softmax + linear normaliser, so ReHyAtConfig.normaliser applies
 
     def __call__(self, q, k, v, fq=None, fk=None, *, frame_tokens, chunk_frames=1, overlap_frames=0, causal=False,
-                 scale=None, softmax_backend=None) -> Tensor:
+                 scale=None, softmax_backend=None, normaliser="kernel") -> Tensor:
+        kw = dict(normaliser=normaliser) if self.uses_normaliser else {}
         return self.fn(q, k, v, fq, fk, frame_tokens=frame_tokens, chunk_frames=chunk_frames,
-                       overlap_frames=overlap_frames, causal=causal, scale=scale, softmax_backend=softmax_backend)
+                       overlap_frames=overlap_frames, causal=causal, scale=scale, softmax_backend=softmax_backend, **kw)
 
     def run(self, config, q, k, v, fq=None, fk=None, *, frame_tokens, scale=None) -> Tensor:
         """Call with the chunking (and softmax backend) of a :class:`rehyat.config.ReHyAtConfig`."""
         return self(q, k, v, fq, fk, frame_tokens=frame_tokens, chunk_frames=config.chunk_frames,
                     overlap_frames=config.overlap_frames, causal=self.effective_causal(config.causal),
-                    scale=scale, softmax_backend=config.softmax_backend)
+                    scale=scale, softmax_backend=config.softmax_backend, normaliser=config.normaliser)
 
     def effective_causal(self, causal: bool) -> bool:
         return True if self.causal_only else (False if self.bidirectional_only else bool(causal))
@@ -63,6 +65,8 @@ class AttentionKind:
         causal = self.effective_causal(config.causal)
         if causal and self.causal_matters and not self.causal_only:
             name += "_causal"
+        if self.uses_normaliser and config.normaliser != "kernel":
+            name += f"_{config.normaliser}"
         return name
 
     def token_masks(self, q_tokens: Tensor, num_frames: int, frame_tokens: int, chunk_frames: int,
@@ -77,12 +81,13 @@ ATTENTION_KINDS: dict[str, AttentionKind] = {}
 
 
 def register_attention_kind(name: str, *, needs_features: bool, uses_chunks: bool, description: str, sets,
-                            causal_only: bool = False, bidirectional_only: bool = False, causal_matters: bool = True):
+                            causal_only: bool = False, bidirectional_only: bool = False, causal_matters: bool = True,
+                            uses_normaliser: bool = False):
     def deco(fn):
         if name in ATTENTION_KINDS and ATTENTION_KINDS[name].fn is not fn:
             raise ValueError(f"attention kind {name!r} is already registered")
         ATTENTION_KINDS[name] = AttentionKind(name, fn, needs_features, uses_chunks, description, sets, causal_only,
-                                              bidirectional_only, causal_matters)
+                                              bidirectional_only, causal_matters, uses_normaliser)
         return fn
 
     return deco
@@ -145,14 +150,14 @@ def _softmax(q, k, v, fq=None, fk=None, *, frame_tokens, chunk_frames=1, overlap
     return out.transpose(1, 2)
 
 
-@register_attention_kind("hybrid", needs_features=True, uses_chunks=True, sets=_hybrid_sets,
+@register_attention_kind("hybrid", needs_features=True, uses_chunks=True, sets=_hybrid_sets, uses_normaliser=True,
                          description="ReHyAt: chunk(+overlap) softmax and linear elsewhere, one normaliser (parallel)")
 def _hybrid(q, k, v, fq, fk, **kw):
     return hybrid_attention(q, k, v, fq, fk, **kw)
 
 
 @register_attention_kind("hybrid_recurrent", needs_features=True, uses_chunks=True, sets=_hybrid_sets,
-                         causal_only=True,
+                         causal_only=True, uses_normaliser=True,
                          description="ReHyAt causal, chunk-wise RNN form (constant state)")
 def _hybrid_recurrent(q, k, v, fq, fk, *, causal=True, **kw):
     return hybrid_attention_recurrent(q, k, v, fq, fk, causal=True, **kw)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .chunked import _check_normaliser, no_autocast
 from .combine import joint_normalise
+from .rowmax import row_max_logits
 from .geometry import ChunkGeometry
 from .linear_branch import accum_dtype, read_out, span_statistics
 from .softmax_lse import default_scale, softmax_with_lse
@@ -59,34 +61,41 @@ def _parts(tail: Tensor, chunk: Tensor, start: int, end: int) -> list[Tensor]:
 def hybrid_attention_step(
     q: Tensor, k: Tensor, v: Tensor, fq: Tensor, fk: Tensor, state: HybridState | None, *,
     frame_tokens: int, overlap_frames: int = 0, scale: float | None = None, softmax_backend: str | None = None,
+    normaliser: str = "kernel",
 ) -> tuple[Tensor, HybridState]:
     """Process one chunk of the causal hybrid op.
 
     q, k, v: [B, n_c, H, D] and fq, fk: [B, n_c, H, F] for the ``n_c / frame_tokens`` frames of the current chunk.
     Returns the chunk's output [B, n_c, H, D] (v's dtype) and the new state.  Chaining steps over consecutive chunks
-    of ``chunk_frames`` frames equals ``hybrid_attention(..., causal=True)``.
+    of ``chunk_frames`` frames equals ``hybrid_attention(..., causal=True)`` with the same ``normaliser``.  The state
+    (``S``, ``z``) accumulates in fp32 (fp64 for fp64) whatever autocast says.
     """
     if q.shape[1] % frame_tokens:
         raise ValueError(f"chunk length {q.shape[1]} is not a multiple of frame_tokens={frame_tokens}")
     if overlap_frames < 0:
         raise ValueError(f"overlap_frames must be >= 0, got {overlap_frames}")
+    paper = _check_normaliser(normaliser)
     state = HybridState.empty(k, v, fk) if state is None else state
     scale = default_scale(q.shape[-1]) if scale is None else scale
 
     win_k = torch.cat([state.tail_k, k], dim=1)
     win_v = torch.cat([state.tail_v, v], dim=1)
-    o_s, lse = softmax_with_lse(q.transpose(1, 2), win_k.transpose(1, 2), win_v.transpose(1, 2), scale, softmax_backend)
-    a_l, n_l = read_out(fq, state.s, state.z)
-    out = joint_normalise(o_s.transpose(1, 2), lse.transpose(1, 2), a_l, n_l).to(v.dtype)
+    qh, kh = q.transpose(1, 2), win_k.transpose(1, 2)
+    o_s, lse = softmax_with_lse(qh, kh, win_v.transpose(1, 2), scale, softmax_backend)
+    shift = row_max_logits(qh, kh, scale).transpose(1, 2) if paper else None
+    with no_autocast(v):
+        a_l, n_l = read_out(fq, state.s, state.z)
+        out = joint_normalise(o_s.transpose(1, 2), lse.transpose(1, 2), a_l, n_l, shift=shift).to(v.dtype)
 
     # Frames of the window that no later chunk's softmax window will contain move into (S, z).  The key features are
     # only needed for that, so they are not concatenated: the flushed part is read from the tail and the chunk in place.
     keep = min(overlap_frames * frame_tokens, win_k.shape[1])
     flush = win_k.shape[1] - keep
     s_new, z_new = state.s, state.z
-    for fk_part, v_part in zip(_parts(state.tail_fk, fk, 0, flush), _parts(state.tail_v, v, 0, flush)):
-        s_part, z_part = span_statistics(fk_part, v_part)
-        s_new, z_new = s_new + s_part, z_new + z_part
+    with no_autocast(v):
+        for fk_part, v_part in zip(_parts(state.tail_fk, fk, 0, flush), _parts(state.tail_v, v, 0, flush)):
+            s_part, z_part = span_statistics(fk_part, v_part)
+            s_new, z_new = s_new + s_part, z_new + z_part
     new_state = HybridState(
         s=s_new,
         z=z_new,
@@ -102,7 +111,7 @@ def hybrid_attention_step(
 def hybrid_attention_recurrent(
     q: Tensor, k: Tensor, v: Tensor, fq: Tensor, fk: Tensor, *,
     frame_tokens: int, chunk_frames: int, overlap_frames: int = 0, causal: bool = True, scale: float | None = None,
-    softmax_backend: str | None = None,
+    softmax_backend: str | None = None, normaliser: str = "kernel",
 ) -> Tensor:
     """Whole-sequence causal hybrid attention computed chunk by chunk with :func:`hybrid_attention_step`."""
     if not causal:
@@ -114,6 +123,7 @@ def hybrid_attention_recurrent(
         out, state = hybrid_attention_step(
             q[:, sl], k[:, sl], v[:, sl], fq[:, sl], fk[:, sl], state,
             frame_tokens=frame_tokens, overlap_frames=overlap_frames, scale=scale, softmax_backend=softmax_backend,
+            normaliser=normaliser,
         )
         outs.append(out)
     return torch.cat(outs, dim=1)

@@ -40,6 +40,8 @@ _SELF_CHECKED: dict[tuple[str, str, torch.dtype], bool] = {}
 
 
 def register_softmax_backend(backend: SoftmaxBackend) -> SoftmaxBackend:
+    if backend.name in SOFTMAX_BACKENDS and SOFTMAX_BACKENDS[backend.name] != backend:
+        raise ValueError(f"softmax backend {backend.name!r} is already registered")
     SOFTMAX_BACKENDS[backend.name] = backend
     return backend
 
@@ -174,8 +176,9 @@ def _self_check(backend: SoftmaxBackend, device: torch.device, dtype: torch.dtyp
     """Compare a fused backend with the math backend once per (backend, device, dtype), forward and backward."""
     key = (backend.name, str(device), dtype)
     if key not in _SELF_CHECKED:
-        # Run outside any active dispatch mode (e.g. FlopCounterMode) so the check never shows up in counts.
-        with _no_dispatch_modes():
+        # Run outside any active dispatch mode (e.g. FlopCounterMode) so the check never shows up in counts, and
+        # outside autocast: under it the math reference's matmuls run in bf16 and a correct kernel would "fail".
+        with _no_dispatch_modes(), torch.autocast(torch.device(device).type, enabled=False):
             _SELF_CHECKED[key] = _run_self_check(backend, device, dtype)
     return _SELF_CHECKED[key]
 

@@ -153,7 +153,9 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
             return None, None
         fq, fk = self.phi_q(query), self.phi_k(key)
         if self.config.linear_scale:
-            fk = fk * self.linear_log_scale.exp().to(fk.dtype).view(1, 1, -1, 1)
+            # in fp32: exp(gamma) * fk overflows fp16 for large gamma (the op accumulates in fp32 anyway)
+            with torch.autocast(fk.device.type, enabled=False):
+                fk = fk.float() * self.linear_log_scale.float().exp().view(1, 1, -1, 1)
         return fq, fk
 
     @staticmethod
@@ -180,7 +182,8 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
         if states is not None:
             out, states[self] = hybrid_attention_step(
                 query, key, value, fq, fk, states.get(self), frame_tokens=frame_tokens,
-                overlap_frames=self.config.overlap_frames, softmax_backend=self.config.softmax_backend)
+                overlap_frames=self.config.overlap_frames, softmax_backend=self.config.softmax_backend,
+                normaliser=self.config.normaliser)
             return out
         return self.kind.run(self.config, query, key, value, fq, fk, frame_tokens=frame_tokens)
 

@@ -89,9 +89,11 @@ def test_old_adapter_layout_loads_with_the_one_loader(tmp_path):
     meta = json.loads((tmp_path / "old" / "rehyat_config.json").read_text())
     meta["rehyat"].pop("kind")  # written before the field existed: loads with its default
     meta["rehyat"].pop("softmax_backend")
+    meta["rehyat"].pop("normaliser")
     (tmp_path / "old" / "rehyat_config.json").write_text(json.dumps(meta))
     back = ReHyAtWanTransformer3DModel.from_pretrained(tmp_path / "old")
     assert type(back) is ReHyAtWanTransformer3DModel and back.rehyat_config.kind == "hybrid"
+    assert back.rehyat_config.normaliser == "kernel"  # saved before the field existed: today's reading
     assert torch.equal(_run(back), _run(m))
     assert torch.equal(_run(load_rehyat(tmp_path / "old")), _run(m))  # the thin alias
 
@@ -220,3 +222,18 @@ def test_registries_refuse_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         register_feature_map("polynomial")(type("Other", (FeatureMap,), {}))
 
+
+
+@pytest.mark.parametrize("normaliser", ["kernel", "paper"])
+def test_normaliser_through_the_model(tmp_path, normaliser):
+    """The normaliser is part of the model: saved, loaded, used in parallel and recurrent mode alike."""
+    m = ReHyAtWanTransformer3DModel.from_wan(make_transformer(), CFG.replace(normaliser=normaliser), seed=0)
+    m.save_pretrained(tmp_path / "m")
+    back = ReHyAtWanTransformer3DModel.from_pretrained(tmp_path / "m")
+    assert back.rehyat_config.normaliser == normaliser
+    par = _run(back, frames=7)
+    back.set_rehyat_mode("recurrent")
+    torch.testing.assert_close(_run(back, frames=7), par, atol=2e-5, rtol=1e-4)
+    other = ReHyAtWanTransformer3DModel.from_wan(make_transformer(), CFG.replace(
+        normaliser="kernel" if normaliser == "paper" else "paper"), seed=0)
+    assert (_run(other, frames=7) - par).abs().max() > 1e-4  # the two readings are different models
