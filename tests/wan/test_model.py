@@ -237,3 +237,21 @@ def test_normaliser_through_the_model(tmp_path, normaliser):
     other = ReHyAtWanTransformer3DModel.from_wan(make_transformer(), CFG.replace(
         normaliser="kernel" if normaliser == "paper" else "paper"), seed=0)
     assert (_run(other, frames=7) - par).abs().max() > 1e-4  # the two readings are different models
+
+
+def test_teacher_forcing_is_a_processor_wrapper_with_unchanged_keys():
+    from rehyat.distill.teacher_forcing import (DistillSettings, DistillWanAttnProcessor, disable_distillation,
+                                                enable_distillation)
+
+    m = ReHyAtWanTransformer3DModel.from_wan(make_transformer(), CFG.replace(linear_scale=True), seed=0)
+    before = m.state_dict()
+    inner = m.blocks[0].attn1.processor
+    enable_distillation(m, DistillSettings(mode="student", linear_scale=True))
+    wrapper = m.blocks[0].attn1.processor
+    assert isinstance(wrapper, DistillWanAttnProcessor) and wrapper.inner is inner and type(inner) is not type(wrapper)
+    after = m.state_dict()
+    assert list(after) == list(before) and all(after[k] is before[k] or torch.equal(after[k], before[k]) for k in before)
+    assert wrapper.phi_q is inner.phi_q and wrapper.linear_log_scale is inner.linear_log_scale  # one set of tensors
+    assert torch.equal(_run(m), _run(copy.deepcopy(m)))  # "student" mode is the plain ReHyAt forward
+    disable_distillation(m)
+    assert m.blocks[0].attn1.processor is inner
