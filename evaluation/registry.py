@@ -58,6 +58,14 @@ class Dimension:
     aggregation: str = "set"  # "video_mean": official aggregate == mean of per-video scores (resumable per video)
     min_frames: int = 2
     extras: dict[str, Any] = field(default_factory=dict)
+    # Upstream-evaluator dimensions: how this dimension has been run end to end without its real checkpoints
+    # (``exercised``: on random-initialised networks, by which test) or why it never runs here (``not_exercised``).
+    # Shown by ``--list``; scores from random networks are pipeline checks, never quality numbers.
+    exercised: str | None = None
+    not_exercised: str | None = None
+    # version requirements ("transformers<4.50") of the interpreter that runs the upstream code (checked in preflight)
+    python_requirements: tuple[str, ...] = ()
+    min_side: int = 0  # smallest frame side (px) the upstream network gives finite results for (0: no limit)
 
 
 class UsageError(Exception):
@@ -121,6 +129,10 @@ def register_suite(cls_or_obj):
     for dname, dim in obj.dimensions.items():
         if dname != dim.name:
             raise ValueError(f"suite {obj.name}: key {dname!r} != dimension name {dim.name!r}")
+    prev = SUITES.get(obj.name)
+    if prev is not None and (type(prev).__module__, type(prev).__qualname__) != (type(obj).__module__,
+                                                                                 type(obj).__qualname__):
+        raise ValueError(f"suite {obj.name!r} is already registered (by {type(prev).__qualname__})")
     SUITES[obj.name] = obj
     return cls_or_obj
 

@@ -39,8 +39,15 @@ def read_frames_cv2(path: str | os.PathLike) -> list[np.ndarray]:
     return frames
 
 
-def check_video(path: str | os.PathLike, min_frames: int = 2) -> VideoCheck:
-    """Decode ``path`` fully; report unreadable/empty/too-short files instead of raising."""
+# RAFT (dynamic_degree, the static filter) pads frames to a multiple of 8 and builds a 4-level correlation pyramid on
+# the 1/8-scale features by 2x average pooling; its sampler divides by (side - 1) of every level, so a level of 1 px
+# (padded side < 128, i.e. a side < 121 px) gives NaN flows -- upstream then silently calls the video static / not
+# dynamic.  Such files get a per-file error instead.
+RAFT_MIN_SIDE = 121
+
+
+def check_video(path: str | os.PathLike, min_frames: int = 2, min_side: int = 0, min_side_why: str = "") -> VideoCheck:
+    """Decode ``path`` fully; report unreadable/empty/too-short/too-small files instead of raising."""
     p = Path(path)
     if not p.is_file():
         return VideoCheck(str(p), False, message="file not found")
@@ -73,6 +80,10 @@ def check_video(path: str | os.PathLike, min_frames: int = 2) -> VideoCheck:
     if len(frames) < min_frames:
         return VideoCheck(str(p), False, len(frames), h, w, fps,
                           message=f"too short: {len(frames)} frame(s) decoded, at least {min_frames} needed")
+    if min(h, w) < min_side:
+        return VideoCheck(str(p), False, len(frames), h, w, fps,
+                          message=f"too small: {w}x{h} px, the network needs a side of at least {min_side} px"
+                                  + (f" ({min_side_why})" if min_side_why else ""))
     return VideoCheck(str(p), True, len(frames), h, w, fps)
 
 

@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,19 +90,42 @@ class Preflight:
     paths: dict[str, str] = field(default_factory=dict)
 
 
+_HF = re.compile(r"https://huggingface\.co/(?P<space>spaces/)?(?P<repo>[^/\s]+/[^/\s]+)/resolve/(?P<rev>[^/\s]+)/"
+                 r"(?P<file>\S+)")
+_HF_CACHE = re.compile(r"hub/models--(?P<repo>.+)$")
+
+
+def fetch_hint(art: Artifact, path: Path) -> str:
+    """How a user gets ``art`` to ``path`` on a machine that can reach its source: an ``hf download`` command for
+    Hugging Face files (huggingface_hub's CLI is ``hf``), else the URL to download from."""
+    m = _HF.match(art.url)
+    if m:
+        rev = "" if m["rev"] == "main" else f" --revision {m['rev']}"
+        kind = " --repo-type space" if m["space"] else ""
+        return f"hf download {m['repo']} {m['file']}{kind}{rev} --local-dir {path.parent}"
+    if art.kind == "dir" and art.url.startswith("https://github.com/"):
+        return f"git clone {art.url.split()[0]} {path}"
+    m = _HF_CACHE.match(art.path) if art.root == "HF_HOME" else None
+    if m:
+        return f"HF_HOME={path.parent.parent} hf download {m['repo'].replace('--', '/')}"
+    return f"download {art.url} to {path}"
+
+
 def describe_missing(dim: Dimension, missing: list[tuple[Artifact, Path]], env: dict | None = None) -> str:
     parts = []
     for art, path in missing:
         sha = f", sha256 {art.sha256}" if art.sha256 else ""
         what = f" ({art.description})" if art.description else ""
         parts.append(f"{art.path}{what} expected at {path} [${art.root}={root_dir(art.root, env)}]; "
-                     f"upstream {art.url}{sha}")
+                     f"upstream {art.url}{sha}; elsewhere: {fetch_hint(art, path)}")
     return (f"{dim.name}: missing {len(missing)} file(s): " + " | ".join(parts)
             + ". Downloads are disabled in this harness - copy the file(s) to the expected path(s).")
 
 
 def preflight(dim: Dimension, *, env: dict | None = None, hash_cache: HashCache | None = None,
-              verify_hashes: bool = True) -> Preflight:
+              verify_hashes: bool = True, python: str | None = None) -> Preflight:
+    """Check ``dim``'s artifacts, then its python modules / version requirements in the interpreter that will run
+    the upstream code (``python``: an external executable, as given by ``--vbench-python``; None: this one)."""
     missing: list[tuple[Artifact, Path]] = []
     hashes: dict[str, str] = {}
     paths: dict[str, str] = {}
@@ -125,11 +149,13 @@ def preflight(dim: Dimension, *, env: dict | None = None, hash_cache: HashCache 
     if bad_hash:
         return Preflight(dim.name, False, "error", f"{dim.name}: checkpoint hash mismatch: " + "; ".join(bad_hash),
                          [], hashes, paths)
-    absent_mods = [m for m in dim.python_modules if not _module_available(m)]
-    if absent_mods:
+    problems = environment_problems(dim.python_modules, dim.python_requirements, python)
+    if problems:
+        where = f"the interpreter {python}" if python else "this environment"
         return Preflight(dim.name, False, "error",
-                         f"{dim.name}: python module(s) {absent_mods} not importable in this environment "
-                         "(see docs/evaluation.md, 'Installing the upstream evaluators')", [], hashes, paths)
+                         f"{dim.name}: {'; '.join(problems)} in {where} (bash scripts/install.sh --vbench installs "
+                         "what the registry has; see docs/evaluation.md, 'Installing the upstream evaluators')",
+                         [], hashes, paths)
     return Preflight(dim.name, True, None, None, [], hashes, paths)
 
 
@@ -138,3 +164,81 @@ def _module_available(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+# Run by an external interpreter (stdlib + whichever `packaging` it has): [missing modules, unmet requirements].
+_PROBE = r"""
+import importlib.metadata as md, importlib.util, json, sys
+mods, reqs = json.loads(sys.argv[1])
+def have(m):
+    try:
+        return importlib.util.find_spec(m) is not None
+    except (ImportError, ValueError):
+        return False
+bad = []
+if reqs:
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        try:
+            from pip._vendor.packaging.requirements import Requirement
+        except ImportError:
+            Requirement = None
+    for r in reqs:
+        if Requirement is None:
+            bad.append([r, "unknown: neither packaging nor pip is importable there"])
+            continue
+        req = Requirement(r)
+        try:
+            v = md.version(req.name)
+        except md.PackageNotFoundError:
+            v = None
+        if v is None or not req.specifier.contains(v, prereleases=True):
+            bad.append([r, v])
+print(json.dumps([[m for m in mods if not have(m)], bad]))
+"""
+_ENV_CACHE: dict[tuple, tuple[list, list]] = {}
+
+
+def environment_problems(modules, requirements, python: str | None = None) -> list[str]:
+    """Why the upstream code path cannot import in that interpreter: missing modules and unmet version requirements
+    (one sentence each; empty when fine).  An external interpreter is probed once per (python, modules, reqs)."""
+    modules, requirements = tuple(modules), tuple(requirements)
+    if not modules and not requirements:
+        return []
+    key = (python, modules, requirements)
+    if python is None or key not in _ENV_CACHE:
+        if python:
+            import subprocess
+
+            try:
+                proc = subprocess.run([python, "-c", _PROBE, json.dumps([modules, requirements])],
+                                      capture_output=True, text=True, timeout=120)
+                _ENV_CACHE[key] = tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
+            except (OSError, subprocess.SubprocessError) as exc:
+                return [f"cannot run the interpreter ({type(exc).__name__}: {exc})"]
+            except (ValueError, IndexError):
+                tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+                return [f"cannot probe the interpreter (exit {proc.returncode}: {tail})"]
+        else:
+            from importlib.metadata import PackageNotFoundError, version
+
+            from packaging.requirements import Requirement
+
+            bad = []
+            for r in requirements:
+                req = Requirement(r)
+                try:
+                    v = version(req.name)
+                except PackageNotFoundError:
+                    v = None
+                if v is None or not req.specifier.contains(v, prereleases=True):
+                    bad.append([r, v])
+            _ENV_CACHE[key] = ([m for m in modules if not _module_available(m)], bad)
+    missing, unmet = _ENV_CACHE[key]
+    out = []
+    if missing:
+        out.append(f"python module(s) {missing} not importable")
+    for req, have in unmet:
+        out.append(f"needs {req} (installed: {have or 'none'})")
+    return out

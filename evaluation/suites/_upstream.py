@@ -7,6 +7,7 @@ import math
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -15,16 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation import distributed
 from evaluation import prompts as P
 from evaluation.context import RunContext
 from evaluation.registry import Dimension, DimensionOutcome, Suite, UsageError
 from evaluation.store import FINAL_STATUSES
 from evaluation.videos import check_video, list_videos
-from evaluation.weights import OFFLINE_ENV, preflight
+from evaluation.weights import OFFLINE_ENV, preflight, root_dir
+
+# the checkpoint root each upstream package reads (once, at import) from the environment
+CACHE_ROOT = {"vbench": "VBENCH_CACHE_DIR", "vbench2": "VBENCH2_CACHE_DIR"}
 
 
 @lru_cache(maxsize=4)
 def inprocess_import_error(package: str) -> str | None:
+    from evaluation.upstream_worker import install_import_compat
+
+    install_import_compat()  # e.g. vbench2.utils imports torchvision.io.write_video, gone in torchvision 0.25+
     try:
         importlib.import_module(package)
     except Exception as exc:  # e.g. vbench2's __init__ imports gdown, scenedetect, … (its own pins)
@@ -79,7 +87,11 @@ class UpstreamSuite(Suite):
         imports here; else ('unavailable', reason)."""
         py = getattr(ctx.args, f"{self.package}_python", None)
         if py:
-            return "external", resolve_python(py)
+            exe = resolve_python(py)
+            if not (Path(exe).is_file() or shutil.which(exe)):
+                return "unavailable", (f"--{self.package}-python {py}: no python interpreter there (give a python "
+                                       "executable or a venv folder)")
+            return "external", exe
         err = inprocess_import_error(self.package)
         if err is None:
             return "inprocess", None
@@ -149,6 +161,24 @@ class UpstreamSuite(Suite):
             gen_log = read_generation_log(videos_dir)
         except OSError:
             pass
+        shard = distributed.current()
+        if shard.world > 1:
+            # sharded pass: this rank's videos of per-video-mean dimensions, whole other dimensions round-robin
+            ctx._shard = shard  # read by pre-steps that shard themselves (the static filter)
+            try:
+                for i, dname in enumerate(dimensions):
+                    dim = self.dimensions[dname]
+                    if dim.aggregation == "video_mean":
+                        self.run_dimension(ctx, dim, label, videos_dir, mode, gen_log, share=shard)
+                    elif shard.owns(i):
+                        self.run_dimension(ctx, dim, label, videos_dir, mode, gen_log)
+            finally:
+                ctx._shard = None
+            distributed.barrier()
+            if shard.rank != 0:
+                return []  # rank 0 merges and reports
+            merged = distributed.merge_shards(ctx.store, ctx.out_dir)
+            ctx.log(f"[{self.name}] merged {merged['added']} record(s) of {shard.world - 1} other rank(s)")
         outcomes = []
         for dname in ctx.progress(dimensions, desc=f"{self.name} dimensions"):
             dim = self.dimensions[dname]
@@ -165,18 +195,23 @@ class UpstreamSuite(Suite):
                                 sum(r["status"] == "error" for r in per_video), missing)
 
     def run_dimension(self, ctx: RunContext, dim: Dimension, label: str, videos_dir: Path, mode: str,
-                      gen_log: dict) -> DimensionOutcome:
+                      gen_log: dict, share: distributed.Shard | None = None) -> DimensionOutcome | None:
+        """Score one dimension and write its aggregate record.  With ``share`` (a per-video-mean dimension under
+        torchrun) only this rank's share of the pending videos is scored and no aggregate is written (None)."""
         store, suite = ctx.store, self.name
         if store.is_done(suite, label, None, dim.name):
-            return self._agg_outcome(ctx, dim, label)
-        base_prov = ctx.provenance(mode=mode, upstream_package=self.package)
+            return None if share else self._agg_outcome(ctx, dim, label)
+        base_prov = ctx.provenance(mode=mode, upstream_package=self.package, rank=distributed.rank_if_sharded())
 
         def agg(status, score=None, message=None, details=None, **prov):
+            if share is not None:  # rank 0 writes the aggregate after the merge
+                return None
             store.add(suite=suite, model=label, video=None, dimension=dim.name, score=score, status=status,
                       message=message, details=details or {}, provenance={**base_prov, **prov})
             return self._agg_outcome(ctx, dim, label)
 
-        pf = preflight(dim, hash_cache=ctx.hash_cache)
+        runner, python = self.runner_mode(ctx)
+        pf = preflight(dim, hash_cache=ctx.hash_cache, python=python if runner == "external" else None)
         if not pf.ok:
             return agg(pf.status, message=pf.message, details={"missing": pf.missing})
         if mode == "custom" and not dim.custom_input:
@@ -185,7 +220,6 @@ class UpstreamSuite(Suite):
         if dim.needs_gpu and not str(ctx.device).startswith("cuda"):
             return agg("skipped", message=f"{dim.name}: upstream code hard-codes CUDA "
                                           f"(needs ~{dim.gpu_mem_gb} GB GPU memory); run with --device cuda")
-        runner, python = self.runner_mode(ctx)
         if runner == "unavailable":
             return agg("error", message=python)
 
@@ -210,7 +244,8 @@ class UpstreamSuite(Suite):
             if store.is_done(suite, label, it.rel, dim.name):
                 valid.append(it)
                 continue
-            chk = check_video(it.path, min_frames=dim.min_frames)
+            chk = check_video(it.path, min_frames=dim.min_frames, min_side=dim.min_side,
+                              min_side_why=dim.extras.get("min_side_why", ""))
             if chk.ok:
                 valid.append(it)
             else:
@@ -228,12 +263,17 @@ class UpstreamSuite(Suite):
         submodules = self.submodules(dim, pf)
         pending = [it for it in valid if not store.is_done(suite, label, it.rel, dim.name)]
         work = ctx.work_dir(self.name, label, dim.name)
+        rank_tag = f"rank{distributed.current().rank}_" if distributed.current().world > 1 else ""
         try:
             if dim.aggregation == "video_mean":
+                if share is not None:  # a stable share of all valid videos (resume-safe), less those done
+                    pending = [it for it in share.take(valid) if not store.is_done(suite, label, it.rel, dim.name)]
                 chunks = [pending[i:i + self.chunk_size] for i in range(0, len(pending), self.chunk_size)]
                 for ci, chunk in enumerate(ctx.progress(chunks, desc=f"{dim.name}: scoring")):
-                    self._score(ctx, dim, label, chunk, submodules, work, f"chunk{ci}", runner, python, status,
-                                deviations, base_prov, prov_common, gen_log)
+                    self._score(ctx, dim, label, chunk, submodules, work, f"{rank_tag}chunk{ci}", runner, python,
+                                status, deviations, base_prov, prov_common, gen_log)
+                if share is not None:
+                    return None
                 scores = []
                 for it in valid:
                     rec = store.get(suite, label, it.rel, dim.name)
@@ -247,8 +287,8 @@ class UpstreamSuite(Suite):
                 agg_score = math.fsum(scores) / len(scores)
                 details = {"n_videos": len(scores), "aggregation": "mean over videos (as upstream)"}
             else:
-                agg_score = self._score(ctx, dim, label, valid, submodules, work, "all", runner, python, status,
-                                        deviations, base_prov, prov_common, gen_log)
+                agg_score = self._score(ctx, dim, label, valid, submodules, work, f"{rank_tag}all", runner, python,
+                                        status, deviations, base_prov, prov_common, gen_log)
                 details = {"n_videos": len(valid), "aggregation": "upstream aggregate over the whole set"}
         except Exception as exc:  # upstream failure: this dimension fails, the others go on
             ctx.log(f"[{self.name}] {dim.name} failed: {type(exc).__name__}: {exc}")
@@ -280,7 +320,9 @@ class UpstreamSuite(Suite):
         job = {"package": self.package, "dimension": dim.name, "full_info": str(full_info_path), "device": device,
                "submodules": submodules, "kwargs": dim.extras.get("kwargs", {}),
                "output": str(work / f"{tag}_eval_results.json"),
-               "chdir_site_packages": self.package == "vbench2", "env": OFFLINE_ENV}
+               "chdir_site_packages": self.package == "vbench2", "env": OFFLINE_ENV,
+               "cache_dir": str(root_dir(CACHE_ROOT[self.package])),
+               "trusted_checkpoints": bool(dim.extras.get("trusted_checkpoints"))}
         if runner == "inprocess":
             return upstream_worker.run_job(job)
         job_path = work / f"{tag}_job.json"
@@ -309,6 +351,8 @@ class UpstreamSuite(Suite):
         for it in items:
             by_name.setdefault(Path(it.path).name, it)
         seen = set()
+        returned = {str(Path(vr["video_path"]).resolve()) for vr in video_results
+                    if isinstance(vr, dict) and vr.get("video_path")} if isinstance(video_results, list) else set()
         for vr in video_results if isinstance(video_results, list) else []:
             vp = vr.get("video_path")
             it = by_path.get(str(Path(vp).resolve())) if vp else None
@@ -321,6 +365,12 @@ class UpstreamSuite(Suite):
             if it.source:
                 extra["source"] = it.source
             seen.add(it.rel)
+            group = [o for o in items if o.prompt == it.prompt]
+            if dim.extras.get("per_prompt") and any(str(Path(o.path).resolve()) not in returned for o in group):
+                # one upstream result per prompt (VBench-2.0 Diversity: over all its videos), reported under the
+                # prompt's first video as upstream does; its other videos are part of that record, not missing
+                seen.update(o.rel for o in group)
+                extra["videos"] = [o.rel for o in group]
             gen = gen_log.get(it.source or it.rel, {})
             try:
                 fval = float(val)
@@ -354,13 +404,5 @@ class UpstreamSuite(Suite):
         st = gen_settings(args, gen)
         generate_set(gen, jobs, out, num_frames=st["num_frames"], height=st["height"], width=st["width"],
                      fps=st["fps"], progress=lambda it: ctx.progress(it, desc="generating"))
-        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1:
-            import torch.distributed as dist
-
-            if dist.is_available() and not dist.is_initialized():
-                dist.init_process_group("gloo")
-            dist.barrier()
-            if rank != 0:
-                raise SystemExit(0)  # rank 0 scores the full set
+        distributed.barrier()  # every rank's share is written; then the scoring is sharded too
         return out, gen.label

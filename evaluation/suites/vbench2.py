@@ -5,7 +5,7 @@ environment, so its compute functions normally run in another interpreter (``--v
 ``$REHYAT_VBENCH2_PYTHON``: a python executable or a venv folder) via ``evaluation/upstream_worker.py``; in-process when
 ``import vbench2`` works here.  An upstream ``*_eval_results.json`` produced elsewhere can be ingested with
 ``--vbench2-results FILE``.  Prompts are read from the installed wheel's ``VBench2_full_info.json``.
-Weights: ``vbench2/utils.py::init_submodules`` of 0.1.1 (never called — it downloads) and reference §3.2.
+Weights: ``vbench2/utils.py::init_submodules`` of 0.1.1 (never called — it downloads) and docs/vbench-upstream.md.
 """
 from __future__ import annotations
 
@@ -85,13 +85,34 @@ def _artifacts(name: str) -> tuple[Artifact, ...]:
     raise KeyError(name)
 
 
+_NO_CODE = "vbench2 0.1.1's wheel (and sdist) ships {what} without its Python code, so the module cannot import"
+_CUDA = "; upstream hard-codes CUDA"
+_LLAVA_WHY = ("never run here: needs LLaVA-NeXT's `llava` package (GitHub only; the PyPI name `llava` is an unrelated "
+              "placeholder, and " + _NO_CODE.format(what="third_party/LLaVA_NeXT") + ") and LLaVA-Video-7B weights"
+              + _CUDA)
+NOT_EXERCISED = {
+    "Human_Anatomy": "never run here: " + _NO_CODE.format(what="third_party/ViTDetector and YOLO-World") + _CUDA,
+    "Human_Identity": "never run here: " + _NO_CODE.format(what="third_party/arcface and cotracker") + _CUDA,
+    "Camera_Motion": "never run here: " + _NO_CODE.format(what="third_party/cotracker") + "; CoTracker's hub code "
+                     "comes from GitHub" + _CUDA,
+    "Multi-View_Consistency": "never run here: " + _NO_CODE.format(what="third_party/cotracker, Dense_match and RAFT")
+                              + _CUDA,
+    "Instance_Preservation": "never run here: needs mmdet/mmyolo with YOLO-World (GitHub only) and "
+                             + _NO_CODE.format(what="third_party/YOLO-World") + _CUDA,
+    **{d: _LLAVA_WHY for d in _LLAVA_ONLY},
+    **{d: _LLAVA_WHY.replace("weights", "and Qwen2.5-7B-Instruct weights") for d in _LLAVA_QWEN},
+}
+EXERCISED = {"Diversity": "random-init torchvision VGG19 == vbench2's own VBench2.evaluate (CPU), per prompt and "
+                          "aggregate"}
+
 _GPU_GB = {"Human_Anatomy": 5, "Human_Identity": 2, "Diversity": 28, "Camera_Motion": 18, "Multi-View_Consistency": 18,
            "Instance_Preservation": 3, **{d: 38 for d in _LLAVA_ONLY}, **{d: 50 for d in _LLAVA_QWEN}}
 
 DIMENSIONS = {
     n: Dimension(n, "vbench2", f"VBench-2.0 {n.replace('_', ' ')}", _CAT[n], _artifacts(n), (),
                  needs_gpu=(n != "Diversity"), gpu_mem_gb=_GPU_GB[n], custom_input=n in _CUSTOM_OK,
-                 offline_capable=False, aggregation="set")
+                 offline_capable=False, aggregation="set", exercised=EXERCISED.get(n),
+                 not_exercised=NOT_EXERCISED.get(n), extras={"per_prompt": n == "Diversity"})
     for n in [d for dims in V2_CATEGORIES.values() for d in dims]
 }
 
@@ -102,6 +123,11 @@ class VBench2Suite(UpstreamSuite):
     package = "vbench2"
     description = "VBench-2.0 (18 dimensions, 5 categories) via vbench2, in-process or in its own interpreter"
     dimensions = DIMENSIONS
+    input_options = (
+        ("videos", "--videos DIR", "score videos on disk (DIR/{Dimension}/{prompt[:180]}-{i}.mp4, or a flat folder)"),
+        ("model", "--model SPEC", "generate the official prompt set with a model, then score it"),
+        ("vbench2_results", "--vbench2-results FILE", "ingest an upstream *_eval_results.json computed elsewhere "
+                                                      "(VBench-2.0's evaluate.py on a GPU machine)"))
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("vbench2")
@@ -181,11 +207,11 @@ class VBench2Suite(UpstreamSuite):
         videos_dir = Path(ctx.args.videos) if ctx.args.videos else path.parent
         return [self.ingest_results_file(ctx, self.dimensions[d], label, videos_dir, path) for d in dimensions]
 
-    def run_dimension(self, ctx, dim, label, videos_dir, mode, gen_log):
+    def run_dimension(self, ctx, dim, label, videos_dir, mode, gen_log, share=None):
         results = getattr(ctx.args, "vbench2_results", None)
         if results:
             return self.ingest_results_file(ctx, dim, label, videos_dir, Path(results))
-        return super().run_dimension(ctx, dim, label, videos_dir, mode, gen_log)
+        return super().run_dimension(ctx, dim, label, videos_dir, mode, gen_log, share=share)
 
     def ingest_results_file(self, ctx, dim, label, videos_dir, path: Path) -> DimensionOutcome:
         """Ingest upstream output: a dimension absent from the file gets status ``skipped`` (never 0)."""
