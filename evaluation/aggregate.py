@@ -1,7 +1,8 @@
 """VBench Quality/Semantic/Total and VBench-2.0 category/Total — all-or-nothing, never filling a missing score with 0.
 
-Constants: VBench ``scripts/constant.py`` / ``cal_final_score.py`` and VBench-2.0 ``scripts/constant.py`` (see
-/work/shared/reference/vbench.md §1.6, §3.1).  Only scores whose status is ``ok`` count as real; a ``non_standard``
+Constants: VBench ``scripts/constant.py`` / ``cal_final_score.py`` and VBench-2.0 ``scripts/constant.py`` of the
+upstream repository (github.com/Vchitect/VBench), as written out in docs/evaluation.md ("Quality / Semantic / Total",
+"Category means and Total").  Only scores whose status is ``ok`` count as real; a ``non_standard``
 score (e.g. temporal_flickering without the RAFT static filter, custom-input mode) is reported but keeps the aggregate
 incomplete.
 """

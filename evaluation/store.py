@@ -18,6 +18,7 @@ import platform
 import socket
 import sys
 import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,8 +28,45 @@ RUN_FILE = "run.json"
 STATUSES = ("ok", "non_standard", "missing_weights", "error", "skipped")
 FINAL_STATUSES = ("ok", "non_standard")
 SCORED_STATUSES = ("ok", "non_standard")
+# The one results schema (docs/interfaces.md, "Results store"): every reader -- this module's loaders, reports/ and
+# evaluation/efficiency/table.py -- takes the columns, the key and the sweep coordinates from here.
 COLUMNS = ["run_id", "suite", "model", "video", "dimension", "score", "status", "message", "details", "provenance",
            "time"]
+KEY = ("run_id", "suite", "model", "video", "dimension")
+# Efficiency records are per-model items (video null) told apart by their sweep coordinates in ``details``.
+SWEEP_FIELDS = ("level", "frames", "latent_frames", "height", "width", "chunk_frames", "overlap_frames", "causal",
+                "converted_blocks", "dtype", "device", "threads", "backend")
+
+
+# Model specs of the built-in models with random (untrained) weights (rehyat.tiny): whatever they score exercises the
+# pipeline and is never a quality number.  Readers mark every number from them (reports: banner + mark).
+RANDOM_WEIGHT_SPECS = ("tiny", "tiny-softmax")
+
+
+def weights_origin(provenance: dict | None, config_key: str = "model_config") -> str | None:
+    """Where a record's model weights come from, as far as its provenance says: ``"random"`` (or any origin written
+    explicitly), else ``None`` (not stated).
+
+    An explicit ``provenance["weights"]`` (a string such as ``"random"`` / ``"untrained"`` / ``"trained"``, or
+    ``{"origin": ...}``) wins; otherwise the generator config under ``config_key`` (``model_config`` or
+    ``reference_config``) names its model spec, and a built-in random spec (:data:`RANDOM_WEIGHT_SPECS`, with or
+    without an ``@mode`` suffix) means ``"random"``."""
+    if not isinstance(provenance, dict):
+        return None
+    explicit = provenance.get("weights") if config_key == "model_config" else None
+    if isinstance(explicit, dict):
+        explicit = explicit.get("origin")
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    cfg = provenance.get(config_key)
+    return spec_weights((cfg.get("model") or {}).get("spec") if isinstance(cfg, dict) else None)
+
+
+def spec_weights(spec) -> str | None:
+    """``"random"`` for a built-in random model spec (``tiny``, ``tiny-softmax@recurrent``, ...), else ``None``."""
+    if not isinstance(spec, str):
+        return None
+    return "random" if spec.split("@", 1)[0].strip() in RANDOM_WEIGHT_SPECS else None
 
 
 def utc_now() -> str:
@@ -36,18 +74,15 @@ def utc_now() -> str:
 
 
 # Suites whose per-model items are distinguished by coordinates in ``details`` (docs/interfaces.md: efficiency sweep
-# points); those fields join the key, as in reports/load.py and evaluation/efficiency/table.py.
-KEY_DETAIL_FIELDS = {
-    "efficiency": ("level", "frames", "latent_frames", "height", "width", "chunk_frames", "overlap_frames", "causal",
-                   "converted_blocks", "dtype", "device", "threads", "backend"),
-}
+# points); those fields join the key.
+KEY_DETAIL_FIELDS = {"efficiency": SWEEP_FIELDS}
 
 
 def record_key(rec: dict) -> tuple:
     """Resume key: (run, suite, model, video, dimension) [+ sweep coordinates for the suites in KEY_DETAIL_FIELDS].
 
     ``suite`` is part of it so that equal dimension names in two suites never collide."""
-    key = (rec["run_id"], rec.get("suite"), rec["model"], rec.get("video"), rec["dimension"])
+    key = tuple(rec.get(k) for k in KEY)
     fields = KEY_DETAIL_FIELDS.get(rec.get("suite"))
     if fields:
         d = rec.get("details") or {}
@@ -86,21 +121,72 @@ def make_record(*, run_id: str, suite: str, model: str, video: str | None, dimen
     }
 
 
-def iter_lines(path: Path) -> Iterator[dict]:
-    """Yield the complete, parseable records of a JSONL file; a truncated/garbled line (a kill mid-write) is skipped."""
-    if not path.exists():
-        return
+@dataclass
+class StoreScan:
+    """What :func:`scan_records` read from one ``records.jsonl``.
+
+    ``records``: the records in file order (with ``latest_only``: the last record per :func:`record_key`, placed at
+    its last line); ``lines``: their line numbers; ``problems``: one sentence per line that was skipped;
+    ``superseded``: how many records a later line with the same key replaced."""
+
+    records: list[dict] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    superseded: int = 0
+
+
+def scan_records(path: str | os.PathLike, *, default_run_id: str | None = None, latest_only: bool = True
+                 ) -> StoreScan:
+    """The one reader of ``records.jsonl`` (used by :func:`load_records`, :class:`ResultsStore`, ``reports`` and the
+    efficiency table).
+
+    A line that is not valid JSON (a writer killed mid-line) or not a record object is skipped and named in
+    ``problems``, never silently; a complete last line without its newline is a record (the next writer terminates
+    it, see :meth:`ResultsStore._repair_tail`).  Python's json reads ``Infinity`` (an infinite PSNR).  A record without
+    ``run_id`` gets ``default_run_id`` (the run directory's), and is skipped when there is none."""
+    scan = StoreScan()
+    path = Path(path)
+    if not path.is_file():
+        return scan
+    latest: dict[tuple, tuple[int, dict]] = {}
+    order: list[tuple[int, dict]] = []
     with open(path, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                # last line without newline: written partially by a killed process
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
             try:
                 rec = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (UnicodeDecodeError, ValueError):
+                tail = "" if raw.endswith(b"\n") else "; a truncated last line, as a killed writer leaves"
+                scan.problems.append(f"{RECORDS_FILE} line {lineno} is not valid JSON (skipped{tail})")
                 continue
-            if isinstance(rec, dict) and "dimension" in rec and "run_id" in rec:
-                yield rec
+            if not isinstance(rec, dict) or "dimension" not in rec or "model" not in rec:
+                scan.problems.append(f"{RECORDS_FILE} line {lineno} is not a record object (skipped)")
+                continue
+            if not rec.get("run_id"):
+                if default_run_id is None:
+                    scan.problems.append(f"{RECORDS_FILE} line {lineno} has no run_id (skipped)")
+                    continue
+                rec["run_id"] = default_run_id
+            if not latest_only:
+                order.append((lineno, rec))
+                continue
+            key = record_key(rec)
+            if latest.pop(key, None) is not None:  # keep the order of the latest write
+                scan.superseded += 1
+            latest[key] = (lineno, rec)
+    pairs = order if not latest_only else list(latest.values())
+    scan.lines = [n for n, _ in pairs]
+    scan.records = [r for _, r in pairs]
+    if scan.superseded:
+        scan.problems.append(f"{scan.superseded} superseded record(s) (same run/suite/model/video/dimension appended "
+                             "again; the last one is used)")
+    return scan
+
+
+def iter_lines(path: Path) -> Iterator[dict]:
+    """Every complete, parseable record of a JSONL file in file order (see :func:`scan_records`)."""
+    yield from scan_records(path, latest_only=False).records
 
 
 class ResultsStore:
@@ -191,24 +277,77 @@ class ResultsStore:
         os.replace(tmp, path)
 
 
+def merge_records(target: ResultsStore, source: str | os.PathLike) -> tuple[int, int]:
+    """Append to ``target`` the latest record of every key in the ``records.jsonl`` at ``source`` (another writer's,
+    e.g. one rank's shard, same run_id), unless ``target`` already holds that key as final or the same record.
+    Returns (appended, skipped)."""
+    added = skipped = 0
+    for rec in scan_records(source).records:
+        have = target.get(rec.get("suite"), rec["model"], rec.get("video"), rec["dimension"], rec.get("details"))
+        if have is not None and (have["status"] in FINAL_STATUSES or have == rec):
+            skipped += 1
+            continue
+        target.append(rec)
+        added += 1
+    return added, skipped
+
+
 def load_records(run_dir: str | os.PathLike, *, latest_only: bool = True):
     """The pandas view the reports use: one row per record key (the latest record), columns as in the contract."""
     import pandas as pd
 
-    path = Path(run_dir) / RECORDS_FILE
-    recs = list(iter_lines(path))
-    if latest_only:
-        latest: dict[tuple, dict] = {}
-        for rec in recs:
-            key = record_key(rec)
-            latest.pop(key, None)  # keep order of the latest write
-            latest[key] = rec
-        recs = list(latest.values())
+    recs = scan_records(Path(run_dir) / RECORDS_FILE, latest_only=latest_only).records
     df = pd.DataFrame(recs, columns=COLUMNS)
     if not df.empty:
         df["score"] = pd.to_numeric(df["score"], errors="coerce")
         df["time"] = pd.to_datetime(df["time"], utc=True, errors="coerce")
     return df
+
+
+@dataclass
+class RunRead:
+    """One run directory as read by :func:`read_run`: ``run.json`` (or None), the latest records, the problems met."""
+
+    path: Path
+    run_id: str
+    run_json: dict | None
+    scan: StoreScan
+    problems: list[str] = field(default_factory=list)
+
+
+def read_run(run_dir: str | os.PathLike) -> RunRead:
+    """``run.json`` + :func:`scan_records` of a run directory, every problem named (missing files, bad lines).
+
+    The run id is ``run.json``'s, else the first record's, else the directory name."""
+    path = Path(run_dir)
+    problems: list[str] = []
+    run_json = None
+    rj = path / RUN_FILE
+    if rj.is_file():
+        try:
+            run_json = json.loads(rj.read_text(encoding="utf-8"))
+            if not isinstance(run_json, dict):
+                problems.append(f"{RUN_FILE} is not a JSON object (ignored)")
+                run_json = None
+        except (OSError, ValueError) as exc:
+            problems.append(f"{RUN_FILE} could not be read: {exc}")
+    elif path.is_dir():
+        problems.append(f"{RUN_FILE} is missing")
+    else:
+        problems.append("run directory does not exist")
+    if path.is_dir() and not (path / RECORDS_FILE).is_file():
+        problems.append(f"{RECORDS_FILE} is missing")
+    run_id = str(run_json["run_id"]) if run_json and run_json.get("run_id") else None
+    scan = scan_records(path / RECORDS_FILE, default_run_id=run_id or path.name)
+    if run_id is None:
+        run_id = str(scan.records[0]["run_id"]) if scan.records else path.name
+    return RunRead(path, run_id, run_json, scan, problems + scan.problems)
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """A results-store run directory holds ``records.jsonl`` or ``run.json`` (written by ``python -m evaluation.run``)."""
+    p = Path(path)
+    return p.is_dir() and ((p / RECORDS_FILE).is_file() or (p / RUN_FILE).is_file())
 
 
 def load_run_info(run_dir: str | os.PathLike) -> dict:

@@ -32,6 +32,9 @@ class Table:
     caption: str
     display: pd.DataFrame
     data: Optional[pd.DataFrame] = None
+    latex: bool = False  # also write latex/<name>.tex (booktabs), for the tables a paper takes
+    notes: tuple = ()  # footnotes (what the marks mean), shown under the table and in the LaTeX file
+    collapsed: bool = False  # HTML: folded under its caption (long per-point tables); Markdown shows it in full
 
     @property
     def csv_frame(self) -> pd.DataFrame:
@@ -54,9 +57,20 @@ class Figure:
     caption: str
     png: bytes
     alt: str = ""
+    pdf: Optional[bytes] = None  # the same figure as PDF (figures/<name>.pdf, for LaTeX)
+    empty_panels: int = 0  # panels drawn without data (the sections draw none; the tests check)
 
 
-Block = Union[Text, Heading, Table, KeyValues, Figure]
+@dataclass
+class Attachment:
+    """A file written beside the report (``path`` relative to the output directory), e.g. an official
+    ``*_eval_results.json``; not shown inline (the section lists it in a table)."""
+
+    path: str
+    data: bytes
+
+
+Block = Union[Text, Heading, Table, KeyValues, Figure, Attachment]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -66,11 +80,15 @@ def safe_name(name: str) -> str:
     return s or "item"
 
 
-def figure_from_matplotlib(fig, name: str, caption: str, alt: str = "") -> Figure:
-    """Render and close a matplotlib figure (Agg) into a :class:`Figure` block."""
+def figure_from_matplotlib(fig, name: str, caption: str, alt: str = "", empty_panels: int = 0) -> Figure:
+    """Render and close a matplotlib figure (Agg) into a :class:`Figure` block (PNG for the page, PDF for papers)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    pdf = io.BytesIO()
+    fig.savefig(pdf, format="pdf", bbox_inches="tight", metadata={"Creator": None, "Producer": None,
+                                                                     "CreationDate": None})
     plt.close(fig)
-    return Figure(name=safe_name(name), caption=caption, png=buf.getvalue(), alt=alt or caption)
+    return Figure(name=safe_name(name), caption=caption, png=buf.getvalue(), alt=alt or caption, pdf=pdf.getvalue(),
+                  empty_panels=int(getattr(fig, "empty_panels", 0) or empty_panels))

@@ -47,6 +47,19 @@ def sci(x: Any, digits: int = 3) -> str:
     return _special(v) or f"{v:.{digits}e}"
 
 
+def nbytes(x: Any) -> str:
+    """Bytes with a binary unit chosen by size: '480 B', '25.1 KiB', '1.43 GiB' (3 significant digits)."""
+    if is_missing(x):
+        return MISSING
+    v = float(x)
+    if _special(v):
+        return _special(v)
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{v:.0f} B"
+
+
 def pct(x: Any, digits: int = 1) -> str:
     if is_missing(x):
         return MISSING

@@ -1,11 +1,9 @@
 """Readers for the stores the report is built from (see ``docs/interfaces.md``).
 
-* Results store: ``RUN_DIR/records.jsonl`` (append-only, one JSON object per line) + ``RUN_DIR/run.json``.
-  Read here with ``json`` + pandas (one small loader, :func:`load_run`) so the report does not depend on
-  ``evaluation`` being importable. Append-only semantics: when the same (run, suite, model, video, dimension)
-  appears more than once, the **last** line wins. A line that is not valid JSON (for example a half-written last
-  line) is skipped and reported as a problem, never silently. For the ``efficiency`` suite the sweep coordinates in
-  ``details`` (level, frames, resolution, chunking, dtype, …) are part of that key.
+* Results store: ``RUN_DIR/records.jsonl`` (append-only, one JSON object per line) + ``RUN_DIR/run.json``, read with
+  :func:`evaluation.store.read_run` -- the one loader, which also defines the record key (for ``efficiency`` the
+  sweep coordinates in ``details`` are part of it): when the same key appears more than once the **last** line wins;
+  a line that is not valid JSON (a half-written last line) is skipped and reported as a problem, never silently.
 * Human-study statistics: ``DIR/{win_tie_loss,bradley_terry,agreement,position_bias,raters}.csv`` + ``summary.json``.
 """
 
@@ -19,11 +17,11 @@ from typing import Dict, List, Optional
 
 import pandas as pd
 
+from evaluation.store import COLUMNS, KEY, read_run
 from reports.fmt import to_float
 
-RECORD_FIELDS = ["run_id", "suite", "model", "video", "dimension", "score", "status", "message", "details",
-                 "provenance", "time"]
-KEY = ["run_id", "suite", "model", "video", "dimension"]
+RECORD_FIELDS = list(COLUMNS)
+KEY = list(KEY)
 
 STUDY_TABLES: Dict[str, List[str]] = {
     "win_tie_loss": ["criterion", "model_a", "model_b", "n", "wins_a", "ties", "wins_b", "p_a", "p_tie", "p_b",
@@ -80,79 +78,17 @@ def empty_records() -> pd.DataFrame:
     return df
 
 
-def _parse_json_object(text: str):
-    # Python's json accepts Infinity/NaN, which is what json.dumps writes for an infinite PSNR.
-    return json.loads(text)
-
-
-# Efficiency records are per-model items (video may be null) distinguished by their sweep coordinates in
-# ``details``; two records only supersede each other when those coordinates are equal too.
-SWEEP_FIELDS = ("level", "frames", "latent_frames", "height", "width", "chunk_frames", "overlap_frames", "causal",
-                "converted_blocks", "dtype", "device", "threads", "backend")
-
-
-def _sweep_point(suite, details) -> str:
-    if suite != "efficiency" or not isinstance(details, dict):
-        return ""
-    return json.dumps({k: details.get(k) for k in SWEEP_FIELDS}, sort_keys=True, default=str)
-
-
 def load_run(run_dir) -> tuple[RunInfo, pd.DataFrame]:
     """Read one run directory -> (run info, records frame with the interface columns)."""
-    path = Path(run_dir)
-    problems: List[str] = []
-    run_json = None
-    rj = path / "run.json"
-    if rj.is_file():
-        try:
-            run_json = json.loads(rj.read_text(encoding="utf-8"))
-            if not isinstance(run_json, dict):
-                problems.append("run.json is not a JSON object (ignored)")
-                run_json = None
-        except (OSError, ValueError) as exc:
-            problems.append(f"run.json could not be read: {exc}")
-    elif path.is_dir():
-        problems.append("run.json is missing")
-    else:
-        problems.append("run directory does not exist")
-
-    rows = []
-    rec = path / "records.jsonl"
-    if rec.is_file():
-        with rec.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = _parse_json_object(line)
-                except ValueError:
-                    problems.append(f"records.jsonl line {lineno} is not valid JSON (skipped)")
-                    continue
-                if not isinstance(obj, dict):
-                    problems.append(f"records.jsonl line {lineno} is not a JSON object (skipped)")
-                    continue
-                obj["_line"] = lineno
-                rows.append(obj)
-    elif path.is_dir():
-        problems.append("records.jsonl is missing")
-
-    run_id = None
-    if run_json and run_json.get("run_id"):
-        run_id = str(run_json["run_id"])
-    if rows:
-        ids = [r.get("run_id") for r in rows if r.get("run_id")]
-        if run_id is None and ids:
-            run_id = str(ids[0])
-    run_id = run_id or path.name
-
-    if not rows:
-        return RunInfo(path, run_id, run_json, 0, problems), empty_records()
-
-    df = pd.DataFrame(rows)
+    run = read_run(run_dir)
+    if not run.scan.records:
+        return RunInfo(run.path, run.run_id, run.run_json, 0, run.problems), empty_records()
+    df = pd.DataFrame(run.scan.records)
+    df["_line"] = run.scan.lines
     for c in RECORD_FIELDS:
         if c not in df.columns:
             df[c] = None
-    df["run_id"] = df["run_id"].where(df["run_id"].notna(), run_id).astype(str)
+    df["run_id"] = df["run_id"].astype(str)
     df["video"] = df["video"].astype(object).where(df["video"].notna(), None)
     df["message"] = df["message"].astype(object).where(df["message"].notna(), None)
     df["score"] = [to_float(s) for s in df["score"]]
@@ -162,15 +98,8 @@ def load_run(run_dir) -> tuple[RunInfo, pd.DataFrame]:
     # A score is only meaningful when status is ok / non_standard (interfaces.md); anything else is shown as absent.
     bad = ~df["status"].isin(["ok", "non_standard"])
     df.loc[bad, "score"] = float("nan")
-    key = df[KEY].astype(object).where(df[KEY].notna(), "\x00none").astype(str)
-    key["_point"] = [_sweep_point(s, d) for s, d in zip(df["suite"], df["details"])]
-    dup = key.duplicated(keep="last")
-    if dup.any():
-        problems.append(f"{int(dup.sum())} superseded record(s) (same run/suite/model/video/dimension appended "
-                        f"again; the last one is used)")
-    df = df[~dup.values].sort_values("_line", kind="stable").reset_index(drop=True)
-    df["_run_dir"] = str(path)
-    return RunInfo(path, run_id, run_json, len(df), problems), df
+    df["_run_dir"] = str(run.path)
+    return RunInfo(run.path, run.run_id, run.run_json, len(df), run.problems), df.reset_index(drop=True)
 
 
 def load_runs(run_dirs) -> tuple[List[RunInfo], pd.DataFrame]:
@@ -229,7 +158,10 @@ def load_study(stats_dir) -> StudyStats:
 
 
 def load_context(run_dirs, study_dirs, title: str) -> ReportContext:
+    from reports.honesty import annotate
+
     runs, records = load_runs(run_dirs)
+    annotate(records, runs)  # weights / untrained columns, from the stores' provenance
     studies = [load_study(d) for d in (study_dirs or [])]
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return ReportContext(title=title, runs=runs, records=records, studies=studies, generated_at=now)

@@ -21,20 +21,23 @@ class SectionSpec:
     title: str
     order: int
     build: SectionBuilder
+    collapsed: bool = False  # HTML: folded (<details>), e.g. the appendix of full messages
 
 
 _REGISTRY: Dict[str, SectionSpec] = {}
 
 
-def section(key: str, title: str, order: int) -> Callable[[SectionBuilder], SectionBuilder]:
-    """Decorator registering a section builder under ``key`` (unique), shown by ascending ``order``."""
+def section(key: str, title: str, order: int, collapsed: bool = False
+            ) -> Callable[[SectionBuilder], SectionBuilder]:
+    """Decorator registering a section builder under ``key`` (unique), shown by ascending ``order``; a ``collapsed``
+    section is folded in the HTML (``<details>``)."""
 
     def deco(fn: SectionBuilder) -> SectionBuilder:
         if key in _REGISTRY and _REGISTRY[key].build is not fn:
             prev = _REGISTRY[key].build
             if (prev.__module__, prev.__qualname__) != (fn.__module__, fn.__qualname__):
                 raise ValueError(f"report section {key!r} registered twice")
-        _REGISTRY[key] = SectionSpec(key=key, title=title, order=order, build=fn)
+        _REGISTRY[key] = SectionSpec(key=key, title=title, order=order, build=fn, collapsed=collapsed)
         return fn
 
     return deco

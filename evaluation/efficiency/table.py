@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -14,35 +15,60 @@ import pandas as pd
 
 from .sweep import DIMENSIONS, SUITE
 
-# The coordinates that tell two points apart (as reports/load.py: records of one kind and dimension at different
-# points must not supersede each other).
-SWEEP_FIELDS = ("level", "frames", "latent_frames", "height", "width", "chunk_frames", "overlap_frames", "causal",
-                "converted_blocks", "dtype", "device", "threads", "backend")
 ROW_KEYS = ["level", "height", "width", "frames", "latent_frames", "tokens", "model", "converted_blocks"]
 LEVEL_ORDER = {"op": 0, "block": 1, "model": 2}
 
 
-def load_efficiency(run_dir, run_id: str | None = None) -> pd.DataFrame:
-    """Latest record per (run, model, dimension, sweep point) of the efficiency suite, details flattened."""
-    from evaluation.store import RECORDS_FILE, iter_lines
+def memory_lower_bound(details: dict | None, provenance: dict | None) -> bool:
+    """Whether a stored ``peak_mem_bytes`` is only a lower bound of the true working memory.
 
-    latest: dict = {}
-    for rec in iter_lines(Path(run_dir) / RECORDS_FILE):
-        if rec.get("suite") != SUITE or (run_id is not None and rec.get("run_id") != run_id):
-            continue
-        d = rec.get("details") or {}
-        key = (rec["run_id"], rec["model"], rec["dimension"]) + tuple(json.dumps(d.get(k), default=str)
-                                                                        for k in SWEEP_FIELDS)
-        latest.pop(key, None)
-        latest[key] = rec
+    The CPU method (``measure.LiveTensorBytes``) sees every tensor the call's ops create but not the buffers a kernel
+    allocates inside itself (e.g. the fused CPU attention kernel's), so the true peak is at least the stored value; the
+    CUDA method (the caching allocator's peak) sees those too.  An explicit ``details.memory_lower_bound`` wins; else
+    the stored method says so ("... not seen"); else a CPU point with no stated method counts as a lower bound."""
+    d = details or {}
+    if isinstance(d.get("memory_lower_bound"), bool):
+        return d["memory_lower_bound"]
+    method = (provenance or {}).get("memory_method") or d.get("memory_method")
+    if isinstance(method, str) and method:
+        return "not seen" in method
+    return str(d.get("device") or (provenance or {}).get("device") or "").startswith("cpu")
+
+
+def load_efficiency(run_dir, run_id: str | None = None) -> pd.DataFrame:
+    """Latest record per (run, model, dimension, sweep point) of the efficiency suite, details flattened.
+
+    Read with :func:`evaluation.store.scan_records` (the one loader; the key includes the sweep coordinates)."""
+    from evaluation.store import RECORDS_FILE, scan_records
+
+    recs = scan_records(Path(run_dir) / RECORDS_FILE).records
+    return flatten_records([r for r in recs if r.get("suite") == SUITE
+                            and (run_id is None or r.get("run_id") == run_id)])
+
+
+def flatten_records(recs) -> pd.DataFrame:
+    """Efficiency records (dicts as stored) -> one row each: the record's fields plus its scalar ``details``, the
+    latency samples and whether its peak memory is a lower bound (:func:`memory_lower_bound`)."""
     rows = []
-    for rec in latest.values():
+    for rec in recs:
         d = rec.get("details") or {}
         row = {k: rec.get(k) for k in ("run_id", "model", "dimension", "score", "status", "message")}
         row.update({k: v for k, v in d.items() if not isinstance(v, (dict, list))})
         row["latency_samples_ms"] = d.get("latency_samples_ms")
+        row["memory_lower_bound"] = memory_lower_bound(d, rec.get("provenance"))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def base_kind(label: str) -> tuple[str, int | None, int | None]:
+    """``hybrid_recurrent_tc3_to1`` -> ("hybrid_recurrent", 3, 1); ``softmax`` -> ("softmax", None, None)."""
+    m = _LABEL.fullmatch(str(label))
+    if not m:
+        return str(label), None, None
+    return m.group(1), int(m.group(2)), int(m.group(3))
+
+
+_LABEL = re.compile(r"(.+?)_tc(\d+)_to(\d+)")
 
 
 def wide(df: pd.DataFrame) -> pd.DataFrame:
@@ -50,23 +76,33 @@ def wide(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     df = df.copy()
+    for c in ("converted_blocks", "tokens", "latent_frames", "analytic_only", "oom", "memory_lower_bound",
+              "analytic_memory_bytes"):
+        if c not in df.columns:  # records written before these details existed (docs/interfaces.md lists the core)
+            df[c] = None
     df["converted_blocks"] = df["converted_blocks"].astype("object").where(df["converted_blocks"].notna(), None)
     out = []
     for key, g in df.groupby(ROW_KEYS, dropna=False, sort=False):
         row = dict(zip(ROW_KEYS, key))
         by = {r["dimension"]: r for r in g.to_dict("records")}
         any_r = g.iloc[0]
-        row.update(kind=any_r.get("kind"), chunk_frames=any_r.get("chunk_frames"),
+        kind = any_r.get("kind")
+        row.update(kind=kind if isinstance(kind, str) else base_kind(row["model"])[0],
+                   chunk_frames=any_r.get("chunk_frames"),
                    overlap_frames=any_r.get("overlap_frames"), causal=any_r.get("causal"),
                    analytic_only=bool(g["analytic_only"].fillna(False).any()), oom=bool(g["oom"].fillna(False).any()),
                    dtype=any_r.get("dtype"), device=any_r.get("device"), threads=any_r.get("threads"),
-                   backend=any_r.get("backend"), load_avg_1m=_first_load(g))
+                   backend=any_r.get("backend"), load_avg_1m=_first_load(g),
+                   analytic_memory_bytes=_number(g["analytic_memory_bytes"].dropna().iloc[0])
+                   if g["analytic_memory_bytes"].notna().any() else None)
         for dim in DIMENSIONS:
             r = by.get(dim)
             row[dim] = r["score"] if r is not None and r["status"] in ("ok", "non_standard") else None
             row[f"{dim}_status"] = r["status"] if r is not None else "absent"
             if r is not None and r["status"] not in ("ok", "non_standard") and r.get("message"):
                 row.setdefault("note", r["message"])
+        mem = by.get("peak_mem_bytes")
+        row["peak_mem_lower_bound"] = bool(mem["memory_lower_bound"]) if mem is not None else False
         lat = by.get("latency_ms")
         row["latency_spread_ms"] = lat.get("latency_spread_ms") if lat is not None else None
         row["repeats"] = lat.get("repeats") if lat is not None else None
@@ -106,8 +142,8 @@ def _cell(row, dim) -> str:
         if dim == "latency_ms":
             sp = row.get("latency_spread_ms")
             return f"{v:.4g} ± {sp:.2g}" if sp is not None and not pd.isna(sp) else f"{v:.4g}"
-        if dim == "peak_mem_bytes":
-            return f"{v / 2**20:.1f}"
+        if dim == "peak_mem_bytes":  # MiB, 3 significant digits (tiny shapes hold KiB); "≥": a lower bound
+            return ("≥ " if row.get("peak_mem_lower_bound") else "") + f"{v / 2**20:.3g}"
         if dim in ("speedup_vs_softmax", "flops_ratio_vs_softmax"):
             return f"{v:.2f}"
         return _sci(v)
@@ -117,7 +153,8 @@ def _cell(row, dim) -> str:
 
 
 def markdown(w: pd.DataFrame, title: str | None = None) -> str:
-    """The Markdown table: FLOPs in scientific notation, latency median ± half-range (ms), working memory (MiB)."""
+    """The Markdown table: FLOPs in scientific notation, latency median ± half-range (ms), working memory (MiB; "≥"
+    where the method cannot see kernel-internal buffers, see :func:`memory_lower_bound`)."""
     lines = []
     if title:
         lines.append(title)
@@ -261,17 +298,20 @@ def run_header(preset: dict, machine: dict, device: str, memory_method: str, loa
     return (f"Efficiency sweep, preset `{preset.get('name')}` ({preset.get('description')}). Machine: {machine.get('cpu')}"
             f"{', ' + machine['gpu'] if 'gpu' in machine else ''}; device {device}, {preset.get('dtype')}, "
             f"{machine.get('torch_threads')} torch threads; load average (1/5/15 min) at start {load_start}, "
-            f"at end {load_end}; sweep took {seconds:.0f} s. Peak memory = working memory ({memory_method}). "
-            "Latency = median ± half-range of interleaved repeats.")
+            f"at end {load_end}; sweep took {seconds:.0f} s. Peak memory = working memory ({memory_method})"
+            + ("; '≥' marks a lower bound: the true peak also holds those kernel buffers" if
+               memory_lower_bound({"device": device}, {"memory_method": memory_method}) else "")
+            + ". Latency = median ± half-range of interleaved repeats.")
 
 
 def stored_header(run_dir) -> str | None:
     """:func:`run_header` rebuilt from a stored run (``summary.json`` + one record's provenance), or None."""
+    from evaluation.store import RECORDS_FILE, iter_lines
+
     root = Path(run_dir)
     try:
         summary = json.loads((root / "efficiency" / "summary.json").read_text())
-        with (root / "records.jsonl").open() as fh:
-            prov = next(r["provenance"] for r in map(json.loads, fh) if r.get("suite") == "efficiency")
+        prov = next(r["provenance"] for r in iter_lines(root / RECORDS_FILE) if r.get("suite") == SUITE)
     except (OSError, ValueError, KeyError, StopIteration):
         return None
     return run_header(prov.get("preset_config", {}), prov.get("machine", {}), summary.get("device"),

@@ -52,6 +52,36 @@ def reason(status, message) -> str:
     return f"{status}: {message}" if message else status
 
 
+SHORT = 110
+
+
+def short_reason(status, message, details=None) -> str:
+    """A reason that fits a table cell: the files a ``missing_weights`` record lacks (base names), else the message's
+    first clause, without the leading ``dimension:``; the full message stays in the appendix."""
+    missing = (details or {}).get("missing") if isinstance(details, dict) else None
+    if status == "missing_weights" and isinstance(missing, list) and missing:
+        names = []
+        for m in missing:
+            path = str(m.get("path", m) if isinstance(m, dict) else m).rstrip("/")
+            names.append(path.rsplit("/", 1)[-1] + ("/" if isinstance(m, dict) and "." not in path.rsplit("/", 1)[-1]
+                                                     else ""))
+        roots = sorted({f"${m['root']}" for m in missing if isinstance(m, dict) and m.get("root")})
+        more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+        return (f"missing {len(names)} file(s): {', '.join(names[:3])}{more}"
+                + (f" under {', '.join(roots)}" if roots else ""))
+    text = str(message or "").strip()
+    if not text:
+        return str(status)
+    head, sep, rest = text.partition(": ")
+    if sep and " " not in head and len(head) < 40:  # "Human_Identity: upstream code ..." -> "upstream code ..."
+        text = rest
+    for stop in ("; ", ". "):
+        if stop in text[:SHORT]:
+            text = text[:text.index(stop)]
+            break
+    return text if len(text) <= SHORT else text[:SHORT - 1] + "…"
+
+
 def ordered(values: Iterable, preferred: Iterable) -> list:
     """``preferred`` first (those present), then the rest in first-seen order."""
     vals = list(dict.fromkeys(v for v in values if v is not None))

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from reports.blocks import Heading, Table, Text, figure_from_matplotlib
-from reports.fmt import is_missing, num, sci
+from reports.fmt import is_missing, nbytes, num, sci
 from reports.registry import section
-from reports.sections._common import SCORED, new_figure, no_suite_data, ordered, reason, text
+from reports.sections._common import SCORED, no_suite_data, ordered, reason, text
 
 DIMS = ["flops_analytic", "flops_counted", "latency_ms", "peak_mem_bytes", "speedup_vs_softmax",
         "flops_ratio_vs_softmax"]
@@ -29,6 +29,8 @@ def _hashable(v):
 
 
 def _flatten(df: pd.DataFrame) -> pd.DataFrame:
+    from evaluation.efficiency.table import memory_lower_bound  # the efficiency suite's own rule (torch: lazy)
+
     df = df.copy()
     for key in ["level", "frames", "latent_frames", "analytic_only", "oom", "latency_spread_ms", "repeats"] + CONFIG:
         # object dtype keeps integers as integers next to missing values (no 15 -> 15.0)
@@ -36,6 +38,7 @@ def _flatten(df: pd.DataFrame) -> pd.DataFrame:
     df["level"] = df["level"].fillna("unspecified")
     df["analytic_only"] = df["analytic_only"].fillna(False).astype(bool)
     df["oom"] = df["oom"].fillna(False).astype(bool)
+    df["memory_lower_bound"] = [memory_lower_bound(d, p) for d, p in zip(df["details"], df["provenance"])]
     return df
 
 
@@ -46,11 +49,6 @@ def _varying(g: pd.DataFrame) -> tuple:
     within = [c for c in CONFIG if s.groupby(g["label"])[c].nunique().max() > 1]
     per_kind = [c for c in CONFIG if c not in within and s[c].nunique() > 1]
     return within, per_kind
-
-
-def _series_label(row, varying) -> str:
-    extra = ", ".join(f"{c}={row[c]}" for c in varying)
-    return f"{row['label']} ({extra})" if extra else str(row["label"])
 
 
 def _point_cell(r, dim) -> str:
@@ -64,7 +62,9 @@ def _point_cell(r, dim) -> str:
     if dim in ("flops_analytic", "flops_counted", "peak_mem_bytes"):
         s = sci(v)
         if dim == "peak_mem_bytes" and not is_missing(v) and math.isfinite(v):
-            s += f" ({v / 2**20:.1f} MiB)"
+            s += f" ({nbytes(v)})"
+            if r.get("memory_lower_bound"):  # the method cannot see kernel-internal buffers: the true peak is larger
+                s = "≥ " + s
     elif dim == "latency_ms":
         s = num(v, 3)
         spread = r["latency_spread_ms"]
@@ -125,88 +125,30 @@ def _level_table(g: pd.DataFrame, varying: list, per_kind: list):
     return pd.DataFrame(rows), pd.DataFrame(data)
 
 
-def _series_style(n: int):
-    """Colours (tab10, or tab20 beyond 10 series) and line styles, so many series stay distinguishable."""
-    import matplotlib
+def _wide(g: pd.DataFrame) -> pd.DataFrame:
+    """The efficiency table's wide frame (evaluation.efficiency.table.wide) of these records, kinds by display label."""
+    from evaluation.efficiency.table import flatten_records, wide
 
-    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
-    styles = ["-", "-.", ":"]
-    k = cmap.N
-    return [(cmap(i % k), styles[(i // k) % len(styles)]) for i in range(n)]
+    recs = [dict(r, model=r["label"]) for r in g[["run_id", "label", "dimension", "score", "status", "message",
+                                                  "details", "provenance"]].to_dict("records")]
+    return wide(flatten_records(recs))
 
 
-def _plot_level(g: pd.DataFrame, title: str, series_keys: list):
-    panels = [("flops_analytic", "FLOPs (analytic: line, counted: ×)", True),
-              ("latency_ms", "latency (ms)", True),
-              ("peak_mem_bytes", "peak memory (MiB)", True),
-              ("speedup_vs_softmax", "speedup vs softmax (measured: markers + line; analytic FLOPs ratio: dashed)",
-               False)]
-    fig, axes = new_figure(11, 7.5, 2, 2)
-    g = g.copy()
-    g["series"] = [_series_label(r, series_keys) for r in g.to_dict("records")]
-    series = list(dict.fromkeys(g["series"]))
-    style = _series_style(len(series))
-    for ax, (dim, ptitle, logy) in zip(axes.flat, panels):
-        for j, s in enumerate(series):
-            c, ls = style[j]
-            sg = g[g["series"] == s]
+def _figures(g: pd.DataFrame, title: str, name: str, where: str) -> list:
+    """The main comparison (softmax + every kind at its main setting) and one figure per configuration grid, each
+    a 2 x 2 of FLOPs, latency, memory and speedup with at most six series (evaluation.efficiency.plots)."""
+    from evaluation.efficiency import plots
 
-            def pts(d):
-                p = sg[(sg["dimension"] == d)].copy()
-                p["x"] = pd.to_numeric(p["frames"], errors="coerce")
-                return p.sort_values("x")
-
-            p = pts(dim)
-            ok = p[p["status"].isin(SCORED) & np.isfinite(p["score"])]
-            y = ok["score"] / 2**20 if dim == "peak_mem_bytes" else ok["score"]
-            if len(ok):
-                ax.plot(ok["x"], y, ls, color=c, label=s)
-                meas = ~ok["analytic_only"].to_numpy()
-                ax.scatter(ok["x"][meas], y[meas], color=c, zorder=3, s=18)
-                ax.scatter(ok["x"][~meas], y[~meas], facecolors="none", edgecolors=c, zorder=3, s=30)
-                if dim == "latency_ms":
-                    spread = pd.to_numeric(ok["latency_spread_ms"], errors="coerce")
-                    if spread.notna().any():
-                        ax.errorbar(ok["x"], y, yerr=spread.fillna(0), fmt="none", ecolor=c, alpha=0.6)
-            for x in p[p["oom"]]["x"].dropna().unique():
-                ax.plot([x], [0.96], marker="x", color=c, ms=9, mew=2, transform=ax.get_xaxis_transform())
-                ax.text(x, 0.90, "OOM", color=c, fontsize=7, ha="center", transform=ax.get_xaxis_transform())
-            if dim == "flops_analytic":
-                cnt = pts("flops_counted")
-                cnt = cnt[cnt["status"].isin(SCORED) & np.isfinite(cnt["score"])]
-                if len(cnt):
-                    ax.scatter(cnt["x"], cnt["score"], marker="x", color=c, zorder=4)
-            if dim == "speedup_vs_softmax":
-                ratio = pts("flops_ratio_vs_softmax")
-                ratio = ratio[ratio["status"].isin(SCORED) & np.isfinite(ratio["score"])]
-                if len(ratio):
-                    ax.plot(ratio["x"], ratio["score"], "--", color=c, alpha=0.8)
-        ax.set_title(ptitle, fontsize=9)
-        ax.set_xlabel("video frames (duration)")
-        if not ax.lines and not ax.collections:
-            ax.text(0.5, 0.5, f"no stored {dim} values here", ha="center", va="center",
-                    transform=ax.transAxes, color="#666", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            continue
-        ys = [yy for ln in ax.lines for yy in np.asarray(ln.get_ydata(), float) if np.isfinite(yy)]
-        if logy and ys and min(ys) > 0 and max(ys) / min(ys) > 100:  # log only when every value is positive
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    if axes.flat[3].lines:
-        axes.flat[3].axhline(1.0, color="grey", lw=0.8)
-    handles, labels = [], []
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.suptitle(f"{title} (hollow markers: analytic only; × at top: OOM)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    if handles:  # below the panels; savefig(bbox_inches="tight") keeps it in the image
-        fig.legend(handles, labels, loc="upper center", ncol=min(3, len(labels)), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, 0.0))
-    return fig
+    w = plots.with_series(_wide(g))
+    style = plots.styles_for(w)
+    out = []
+    for group, series in plots.series_groups(w):
+        what = "main comparison" if group == "main" else group.replace("_grid", " configurations (T_c, T_o)")
+        fig = plots.overview_figure(w, series, f"{title}: {what}", style)
+        out.append(figure_from_matplotlib(
+            fig, name if group == "main" else f"{name}_{group}",
+            f"FLOPs, latency, peak memory and speedup vs duration, {what}{where}"))
+    return out
 
 
 def _resolution_groups(g: pd.DataFrame, varying: list):
@@ -231,7 +173,9 @@ def build(ctx):
                    "stored ± details.latency_spread_ms; 'OOM' = ran out of memory (status error, details.oom); "
                    "points marked 'analytic only' were not measured. speedup_vs_softmax is measured, "
                    "flops_ratio_vs_softmax is the analytic ratio, both as stored by the evaluation (no "
-                   "recomputation).")]
+                   "recomputation). '≥' marks peak memory that is a lower bound: on CPU the tracker sees every "
+                   "tensor the call creates but not the buffers a fused kernel allocates inside itself, so no kind "
+                   "may look cheaper than it is; the plots draw those points as ▲.")]
     for level in ordered(df["level"], LEVELS):
         g = df[df["level"] == level]
         varying, per_kind = _varying(g)
@@ -243,14 +187,13 @@ def build(ctx):
             kinds = g.drop_duplicates("label")
             blocks.append(Table(f"efficiency_{level}_kind_settings", f"Settings per kind at level '{level}'",
                                 pd.DataFrame({"kind": kinds["label"].tolist(),
-                                              **{c: [_show(v) for v in kinds[c]] for c in per_kind}})))
+                                              **{c: [_show(v) for v in kinds[c]] for c in per_kind}}),
+                                collapsed=len(kinds) > 6))
         disp, data = _level_table(g, varying, per_kind)
-        blocks.append(Table(f"efficiency_{level}", f"Efficiency at level '{level}'", disp, data))
-        series_keys = [c for c in varying if c not in ("height", "width")]
+        blocks.append(Table(f"efficiency_{level}", f"Efficiency at level '{level}' ({len(disp)} points; every "
+                                                   f"stored number)", disp, data, collapsed=len(disp) > 12))
         for res, sub in _resolution_groups(g, varying):
             where = f", resolution ({' x '.join(c for c in ('height', 'width') if c in varying)}) {res}" if res else ""
             name = f"efficiency_{level}" + (f"_{res}" if res else "")
-            blocks.append(figure_from_matplotlib(
-                _plot_level(sub, f"Efficiency, level = {level}{where}", series_keys), name,
-                f"FLOPs, latency, peak memory and speedup vs duration, level '{level}'{where}"))
+            blocks += _figures(sub, f"level {level}{where}", name, f", level '{level}'{where}")
     return blocks

@@ -15,6 +15,7 @@ import pandas as pd
 
 from reports.blocks import Table, Text, figure_from_matplotlib
 from reports.fmt import num
+from reports.honesty import MARK, MARK_NOTE, mark
 from reports.registry import section
 from reports.sections._common import SCORED, color_cycle, new_figure, no_suite_data, note, ordered, reason
 
@@ -39,7 +40,9 @@ def _summary(df: pd.DataFrame) -> pd.DataFrame:
                          std_finite=float(finite.std(ddof=1)) if len(finite) > 1 else np.nan,
                          min=float(vals.min()) if len(vals) else np.nan,
                          max=float(vals.max()) if len(vals) else np.nan,
-                         n_non_standard=int((scored["status"] == "non_standard").sum())))
+                         n_non_standard=int((scored["status"] == "non_standard").sum()),
+                         untrained=bool(g["untrained"].astype(bool).any() or g["reference_untrained"].astype(bool).any())
+                         if "untrained" in g else False))
     return pd.DataFrame(rows)
 
 
@@ -56,8 +59,9 @@ def _display(summary: pd.DataFrame) -> pd.DataFrame:
             mean = num(r["mean_finite"])
             if m == "psnr" and r["n_inf"]:
                 mean += f" ({int(r['n_inf'])} identical: inf)"
-            row[f"{m} mean{unit}"] = mean + (" †" if r["n_non_standard"] else "")
-            row[f"{m} min–max"] = f"{num(r['min'])}–{num(r['max'])}"
+            untrained = bool(r.get("untrained", False))
+            row[f"{m} mean{unit}"] = mark(mean + (" †" if r["n_non_standard"] else ""), untrained)
+            row[f"{m} min–max"] = mark(f"{num(r['min'])}–{num(r['max'])}", untrained)
         row["not scored"] = str(int(g["n_not_scored"].sum()))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -88,7 +92,8 @@ def _per_frame_figure(df: pd.DataFrame):
             with warnings.catch_warnings():  # all-NaN frame (every video identical there): mean is NaN
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(mat, axis=0)
-            ax.plot(np.arange(length), mean, marker=".", color=colors[j % len(colors)], label=f"{lab} vs {ref}")
+            ax.plot(np.arange(length), mean, marker=".", color=colors[j % len(colors)], label=f"{lab} vs {ref}" + (f" {MARK} (random weights)" if g["untrained"].astype(bool).any()
+                                                  or g["reference_untrained"].astype(bool).any() else ""))
         ax.set_title(m)
         ax.set_xlabel("frame")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -108,10 +113,12 @@ def build(ctx):
     if per_video.empty:
         per_video = df  # only model-level records stored: summarise those
     summary = _summary(per_video)
+    notes = (MARK_NOTE + " (candidate or reference)",) if summary["untrained"].any() else ()
     blocks = [Text("Per candidate model against its reference (teacher) videos: mean over videos of finite values; "
                    "PSNR of identical videos is infinite and is counted, not averaged. '†' = includes non-standard "
                    "scores. Higher PSNR/SSIM and lower latent_rel_err mean closer to the teacher."),
-              Table("fidelity_summary", "Teacher fidelity per model", _display(summary), summary)]
+              Table("fidelity_summary", "Teacher fidelity per model", _display(summary), summary, latex=True,
+                    notes=notes)]
     bad = per_video[~per_video["status"].isin(SCORED)]
     if len(bad):
         blocks.append(Table("fidelity_not_scored", "Fidelity records without a score, with the reason",

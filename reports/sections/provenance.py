@@ -145,7 +145,7 @@ def build(ctx):
         blocks.append(Heading("Record provenance"))
         blocks.append(Table("provenance_records", "Record provenance per run: distinct values per key (seeds, config and "
                                                   "checkpoint hashes, versions, machine, …), split by suite / model "
-                                                  "where records disagree", rp))
+                                                  "where records disagree", rp, collapsed=len(rp) > 12))
     elif ctx.runs:
         blocks.append(note("No records, so no per-record provenance."))
     return blocks

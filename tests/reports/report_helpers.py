@@ -1,5 +1,6 @@
-"""Helpers for the report tests: parse the Markdown tables of a built report."""
+"""Helpers for the report tests: parse the Markdown tables of a built report; open it in Chromium."""
 
+import contextlib
 import re
 
 
@@ -25,3 +26,38 @@ def md_table(md: str, caption_start: str):
 def md_rows_as_dicts(md: str, caption_start: str):
     cols, rows = md_table(md, caption_start)
     return [dict(zip(cols, r)) for r in rows]
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def offline_page(url: str, viewport: dict, chromium="/usr/bin/chromium", requests=None):
+    """Debian Chromium (through playwright) on ``url`` with every non-``file:`` request aborted; yields
+    ``(page, seen, blocked)`` after the page and its images loaded (``seen``: every routed URL; ``requests``: a list
+    that receives every request's URL, data: included)."""
+    from playwright.sync_api import sync_playwright
+
+    seen, blocked = [], []
+
+    def route(r):
+        seen.append(r.request.url)
+        if r.request.url.startswith("file:"):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport=viewport)
+            if requests is not None:
+                page.on("request", lambda req: requests.append(req.url))
+            page.route("**/*", route)
+            page.goto(url, wait_until="load")
+            page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=20000)
+            yield page, seen, blocked
+        finally:
+            browser.close()

@@ -36,7 +36,7 @@ def test_cli_requires_an_input(tmp_path, capsys):
 def test_html_is_self_contained(report):
     html = report["html_text"]
     imgs = re.findall(r"<img\b[^>]*>", html)
-    assert len(imgs) == len(report["figures"]) == 9
+    assert len(imgs) == len(report["figures"]) == 11  # 9 + a radar each for VBench and VBench-2.0 (issue 17)
     for tag in imgs:
         assert re.search(r'\bsrc="data:image/png;base64,[A-Za-z0-9+/=]+"', tag)
     # no attribute that could make the browser fetch anything
@@ -54,7 +54,8 @@ def test_markdown_references_written_pngs(report):
 
 def test_text_is_escaped(stores, tmp_path):
     run = fs.hostile_run(stores["root"] / "hostile")
-    res = build_report([run], tmp_path, only=["vbench", "provenance"])
+    # the full per-dimension reasons live in the appendix since issue 17 (the VBench section keeps the scores)
+    res = build_report([run], tmp_path, only=["vbench", "appendix", "provenance"])
     html = (tmp_path / "report.html").read_text()
     assert "<script" not in html and "<img src=\"http" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -145,8 +146,10 @@ def test_registry_discovers_every_section_module():
 
     keys = [s.key for s in registry.load_sections()]
     mods = sorted(p.stem for p in (ROOT / "reports" / "sections").glob("*.py") if not p.stem.startswith("_"))
-    assert mods == ["efficiency", "fidelity", "human_study", "provenance", "vbench"]
-    assert keys == ["vbench", "vbench2", "fidelity", "efficiency", "human_study", "provenance"]
+    assert mods == ["appendix", "coverage", "efficiency", "exports", "fidelity", "headline", "human_study",
+                    "provenance", "vbench"]
+    assert keys == ["headline", "vbench", "vbench2", "coverage", "fidelity", "efficiency", "human_study", "exports",
+                    "provenance", "appendix"]
 
 
 def test_loader_last_record_wins_and_skips_truncated_line(stores):

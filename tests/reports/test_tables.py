@@ -25,8 +25,8 @@ def hand_vbench_total(scores):
 
 def test_sections_build_without_error(report):
     assert report["failed"] == []
-    assert [s.key for s in report["sections"]] == ["vbench", "vbench2", "fidelity", "efficiency", "human_study",
-                                                   "provenance"]
+    assert [s.key for s in report["sections"]] == ["headline", "vbench", "vbench2", "coverage", "fidelity",
+                                                   "efficiency", "human_study", "exports", "provenance", "appendix"]
 
 
 def test_vbench_dimension_table_matches_records(report):
