@@ -62,6 +62,7 @@ class Stage1Config:
     feature_map: InitVar[str | None] = None
     feature_map_kwargs: InitVar[dict | str | None] = None
     learn_linear_scale: InitVar[bool | None] = None
+    normaliser: InitVar[str | None] = None
     student_kind: str = field(default="hybrid", metadata={"help": "hybrid (ReHyAt) | linear | chunk_local"})
     # inputs
     source: str = field(default="trajectory", metadata={"help": "trajectory | dataset"})
@@ -105,11 +106,11 @@ class Stage1Config:
                                                                     "(checkpoint first), as if killed"})
 
     def __post_init__(self, preset, blocks, chunk_frames, overlap_frames, causal, feature_map, feature_map_kwargs,
-                      learn_linear_scale):
+                      learn_linear_scale, normaliser):
         self.rehyat = apply_overrides(ReHyAtConfig.from_dict(self.rehyat), preset, REHYAT_FLAG_NAMES,
                                       blocks=blocks, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
                                       causal=causal, feature_map=feature_map, feature_map_kwargs=feature_map_kwargs,
-                                      learn_linear_scale=learn_linear_scale)
+                                      learn_linear_scale=learn_linear_scale, normaliser=normaliser)
         if self.source not in ("trajectory", "dataset"):
             raise ValueError(f"source must be 'trajectory' or 'dataset', got {self.source!r}")
         if self.source == "dataset" and not self.data:

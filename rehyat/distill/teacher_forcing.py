@@ -89,6 +89,8 @@ def student_log_weights(q: Tensor, k: Tensor, fq: Tensor | None, fk: Tensor | No
     soft, lin = get_attention_kind(kind).token_masks(idx, nf, proc.frame_tokens, proc.chunk_frames,
                                                      proc.overlap_frames, proc.causal)
     logits = torch.where(soft, s, torch.full_like(s, float("-inf")))
+    if getattr(proc, "normaliser", "kernel") == "paper" and get_attention_kind(kind).uses_normaliser:
+        logits = logits - logits.amax(-1, keepdim=True).clamp_min(torch.finfo(acc).min)
     if fq is not None and bool(lin.any()):
         kern = torch.matmul(fq[:, idx].to(acc).transpose(1, 2), fk.to(acc).transpose(1, 2).transpose(-1, -2))
         logits = torch.where(lin, torch.log(kern.clamp_min(1e-30)), logits)
@@ -114,6 +116,7 @@ class CallLayout:
     chunk_frames: int
     overlap_frames: int
     causal: bool
+    normaliser: str = "kernel"
 
 
 class DistillWanAttnProcessor(nn.Module):
@@ -148,7 +151,8 @@ class DistillWanAttnProcessor(nn.Module):
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("DistillWanAttnProcessor is a self-attention processor without masks")
         _, frame_tokens = self.inner.geometry(hidden_states, rotary_emb, frame_geometry)
-        layout = CallLayout(frame_tokens, self.inner.chunk_frames, self.inner.overlap_frames, self.inner.causal)
+        layout = CallLayout(frame_tokens, self.inner.chunk_frames, self.inner.overlap_frames, self.inner.causal,
+                            self.inner.config.normaliser)
         query, key, value = wan_self_attention_qkv(attn, hidden_states, rotary_emb)
         if d.on_qkv is not None:
             d.on_qkv(self._distill_block, query, key, value)
@@ -176,7 +180,9 @@ class DistillWanAttnProcessor(nn.Module):
 
     def _init_scale_stats(self, d: DistillSettings, q: Tensor, k: Tensor, layout: CallLayout) -> None:
         """Per head: mean over (sampled) queries of ``log sum_L exp(s) - log sum_L fq.fk`` — the log-scale at which
-        the linear branch carries the teacher's out-of-window mass (used to initialise ``linear_log_scale``)."""
+        the linear branch carries the teacher's out-of-window mass (used to initialise ``linear_log_scale``).  With
+        the paper's normaliser the softmax branch weighs ``exp(s - c)`` (``c`` the row's max over its window), so the
+        linear branch must carry ``sum_L exp(s - c)``: the target drops by ``c``."""
         n = q.shape[1]
         idx = torch.randperm(n, generator=d.generator)[: min(n, max(d.xent_queries, 256))].to(q.device)
         fq, fk = self.phi_q(q), self.phi_k(k)
@@ -192,6 +198,10 @@ class DistillWanAttnProcessor(nn.Module):
         lse_l = torch.logsumexp(torch.where(lin, s, neg), dim=-1)
         log_nl = torch.logsumexp(torch.where(lin, torch.log(kern.clamp_min(1e-30)), neg), dim=-1)
         gap = (lse_l - log_nl)  # [B, H, nq]; rows without a linear set are -inf - -inf = nan
+        if layout.normaliser == "paper":
+            soft, _ = get_attention_kind("hybrid").token_masks(idx, nf, layout.frame_tokens, layout.chunk_frames,
+                                                               layout.overlap_frames, layout.causal)
+            gap = gap - torch.where(soft, s, neg).amax(-1)
         ok = torch.isfinite(gap)
         per_head = torch.where(ok, gap, torch.zeros_like(gap)).sum((0, 2)) / ok.sum((0, 2)).clamp_min(1)
         d._acc(self._distill_block, n=1)
