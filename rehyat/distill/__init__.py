@@ -5,7 +5,9 @@
 * :mod:`.encode` — mp4 + prompts -> latent dataset with the Wan VAE and umT5 encoder;
 * :mod:`.proxy` — the video-like random teacher of the proxy benchmark (``benchmarks/distill_proxy.py``).
 
-Shared: resumable atomic checkpoints, JSONL metrics, ``torchrun`` DDP (:mod:`.common`).
+Shared: the accelerate engine — DDP / FSDP / DeepSpeed, mixed precision, accumulation, resumable atomic
+checkpoints, EMA, trackers (:mod:`.engine`); config, metrics, curves (:mod:`.common`); the ``--dry-run`` memory
+plan (:mod:`.memory_plan`).
 """
 
 from .data import LatentDataset, make_synthetic_dataset

@@ -1,7 +1,9 @@
 """``python -m rehyat.distill {stage1,stage2,encode,synth-data} ...`` — see ``docs/distill.md``.
 
 Every option of a stage is a flag and a key of its ``--config FILE`` (JSON or YAML); flags override the file.
-Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m rehyat.distill stage1 ...``.
+Multi-GPU / multi-process: ``accelerate launch [--multi_gpu | --use_fsdp ...] --num_processes N -m rehyat.distill
+stage2 ...`` (or ``torchrun --nproc_per_node N -m rehyat.distill ...``); one device: ``python -m rehyat.distill``.
+``--dry-run`` prints a stage's per-GPU memory plan instead of training.
 """
 
 from __future__ import annotations
@@ -47,8 +49,34 @@ def main(argv: list[str] | None = None) -> int:
     from rehyat.cli import run_cli
 
     args = _parser().parse_args(argv)
+    _setup_logging()
     # missing weights / folders, bad options: a message, no traceback (unless --debug)
-    return run_cli(lambda: _run(args), debug=getattr(args, "debug", False), prog="rehyat.distill")
+    try:
+        return run_cli(lambda: _run(args), debug=getattr(args, "debug", False), prog="rehyat.distill")
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # the group accelerate created for this process
+            dist.destroy_process_group()
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+def _setup_logging() -> None:
+    """The trainers' progress notes, summary and warnings on stderr (the main process; warnings from every one)."""
+    import logging
+
+    log = logging.getLogger("rehyat.distill")
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("rehyat.distill: %(message)s"))
+        log.addHandler(h)
+        log.propagate = False
+    log.setLevel(logging.INFO if _rank() == 0 else logging.WARNING)
 
 
 def _run(args) -> int:
@@ -72,7 +100,7 @@ def _run(args) -> int:
         return 0
     summary = (train_stage1 if args.cmd == "stage1" else train_stage2)(cfg)
     summary.pop("model", None)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if _rank() == 0:
         print(json.dumps(summary, indent=2, default=str))
     return 0
 

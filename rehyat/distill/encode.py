@@ -61,7 +61,7 @@ def check_wan_encoders(wan: str | os.PathLike | None, need_vae: bool = True) -> 
         raise WanWeightsNotFoundError(
             "Wan VAE / text-encoder weights not found; missing:\n  - " + "\n  - ".join(missing) + "\n"
             f"The encoder runs offline and never downloads. On a machine with internet access run\n"
-            f"    huggingface-cli download {DEFAULT_REPO} --local-dir {where}\n"
+            f"    hf download {DEFAULT_REPO} --local-dir {where}\n"
             f"and pass that folder as --wan (it must hold vae/config.json + vae/diffusion_pytorch_model.safetensors, "
             f"text_encoder/config.json + text_encoder/model*.safetensors, and tokenizer/).")
     return root

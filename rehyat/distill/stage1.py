@@ -17,35 +17,43 @@ the teacher's attention output from the same q/k/v (:mod:`rehyat.distill.teacher
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import logging
 import time
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
 import torch
 
-from .common import (CONFIG_NAME, EXPORT_DIR, SUMMARY_NAME, CheckpointManager, DistInfo, MetricsWriter,
-                     SimulatedKill, all_reduce_mean_, atomic_write_json, barrier, config_hash, generator,
-                     init_distributed, lr_lambda, maybe_autocast, progress,
-                     seed_everything, shutdown_distributed, versions)
 from rehyat.config import ReHyAtConfig, apply_overrides
 
+from .common import (CONFIG_NAME, EMA_EXPORT_DIR, EXPORT_DIR, SUMMARY_NAME, DistInfo, MetricsWriter, SimulatedKill,
+                     atomic_write_json, config_hash, flat_hparams, generator, plot_curves, progress, versions)
 from .data import LatentDataset, RandomPrompts
+from .engine import (EMAState, RunCheckpoints, TrainableTensors, accelerator_session, make_lr_scheduler,
+                     reduce_mean_, trainable_parameters)
 from .flow import FlowMatching
 from .models import load_teacher, parse_dtype
+from .options import RESUME_FREE, TrainingOptions, check_training_options
 from .teacher_forcing import DistillSettings, enable_distillation
+
+log = logging.getLogger("rehyat.distill")
+# A linear branch whose mean share of the normaliser is below this carries (almost) nothing: the hybrid is
+# chunk-local softmax there.
+LINEAR_SHARE_WARN = 1e-3
 
 # Stage 1's flag for ReHyAtConfig.linear_scale keeps its historical name.
 REHYAT_FLAG_NAMES = {"linear_scale": "learn_linear_scale"}
 
 # Keys that may differ between an interrupted run and its resumption.
-_RESUME_FREE = ("steps", "out", "progress", "resume", "stop_after", "checkpoint_every", "keep_checkpoints",
-                "log_every", "device", "eval_every", "eval_samples")
+WAN_TRAJECTORY = dict(latent_frames=21, latent_height=60, latent_width=104, num_inference_steps=50)
+TINY_TRAJECTORY = dict(latent_frames=5, latent_height=8, latent_width=8, num_inference_steps=4)
+_RESUME_FREE = RESUME_FREE + ("diagnostics", "diag_queries", "diag_samples", "diag_positions")
 
 
 @dataclass
-class Stage1Config:
+class Stage1Config(TrainingOptions):
     teacher: str = field(default="tiny", metadata={"help": "local diffusers Wan folder (softmax teacher) or 'tiny'"})
     out: str = field(default="runs/stage1", metadata={"help": "output folder (checkpoints, metrics, rehyat/)"})
     teacher_subfolder: str | None = field(default=None, metadata={
@@ -70,15 +78,18 @@ class Stage1Config:
     num_random_prompts: int = field(default=16, metadata={"help": "random prompt pool size when --data is not given"})
     random_prompt_len: int = 8
     max_sequence_length: int = 512
-    latent_frames: int = 21
-    latent_height: int = 60
-    latent_width: int = 104
-    num_inference_steps: int = 50
+    latent_frames: int | None = field(default=None, metadata={
+        "help": "latent frames of the trajectories (default 21 = Wan's 81 frames; 5 for --teacher tiny)"})
+    latent_height: int | None = field(default=None, metadata={"help": "default 60 (480 px); 8 for --teacher tiny"})
+    latent_width: int | None = field(default=None, metadata={"help": "default 104 (832 px); 8 for --teacher tiny"})
+    num_inference_steps: int | None = field(default=None, metadata={
+        "help": "trajectory length (default 50, Wan's sampler; 4 for --teacher tiny)"})
     guidance_scale: float = 5.0
     flow_shift: float = 3.0
     # optimisation
     steps: int = 1000
-    batch_size: int = field(default=1, metadata={"help": "samples per rank per step (CFG doubles the forward batch)"})
+    batch_size: int = field(default=1, metadata={"help": "samples per process per micro-batch (CFG doubles the "
+                                                          "forward batch)"})
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
@@ -94,12 +105,21 @@ class Stage1Config:
     seed: int = 0
     device: str = "auto"
     dtype: str = field(default="float32", metadata={"help": "teacher weight dtype (φ always trains in float32)"})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA) | bf16 | fp16 | no"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (launcher's, else bf16 on CUDA) | bf16 | "
+                                                                   "fp16 | no"})
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 1
     eval_every: int = 0
     eval_samples: int = 2
+    diagnostics: bool = field(default=True, metadata={
+        "help": "at the end (and at every eval): per block, the linear branch's share of the normaliser and the "
+                "error against chunk-local softmax on the held-out inputs"})
+    diag_queries: int = field(default=256, metadata={"help": "query rows per call sampled for the share"})
+    diag_samples: int = field(default=1, metadata={"help": "held-out trajectories (items) of the final diagnostics"})
+    diag_positions: int = field(default=10, metadata={
+        "help": "trajectory positions measured by the final diagnostics, evenly spaced (the teacher alone runs the "
+                "others)"})
     resume: bool = True
     progress: bool = True
     stop_after: int | None = field(default=None, metadata={"help": "stop after this many steps of this invocation "
@@ -111,6 +131,11 @@ class Stage1Config:
                                       blocks=blocks, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
                                       causal=causal, feature_map=feature_map, feature_map_kwargs=feature_map_kwargs,
                                       learn_linear_scale=learn_linear_scale, normaliser=normaliser)
+        # Wan's 480p sampling recipe; the tiny teacher gets sizes it runs in seconds at (a smoke test, not a recipe)
+        for name, value in (TINY_TRAJECTORY if self.teacher == "tiny" else WAN_TRAJECTORY).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        check_training_options(self)
         if self.source not in ("trajectory", "dataset"):
             raise ValueError(f"source must be 'trajectory' or 'dataset', got {self.source!r}")
         if self.source == "dataset" and not self.data:
@@ -124,8 +149,10 @@ class Stage1Config:
 class Stage1Inputs:
     """Deterministic teacher inputs as a function of the step (and rank)."""
 
-    def __init__(self, cfg: Stage1Config, info: DistInfo, in_channels: int, text_dim: int, device: torch.device):
-        self.cfg, self.info, self.device = cfg, info, device
+    def __init__(self, cfg: Stage1Config, info: DistInfo, in_channels: int, text_dim: int, device: torch.device,
+                 autocast=contextlib.nullcontext):
+        """``autocast``: context factory around every teacher forward (the trainer's ``accelerator.autocast``)."""
+        self.cfg, self.info, self.device, self.autocast = cfg, info, device, autocast
         if cfg.data:
             self.prompts = LatentDataset(cfg.data, cfg.max_sequence_length, require_latents=cfg.source == "dataset")
             if self.prompts.text_dim != text_dim:
@@ -175,7 +202,7 @@ class Stage1Inputs:
 
     def _run(self, model, hs, t, emb):
         dev = self.device
-        with torch.no_grad(), maybe_autocast(dev, self.cfg.mixed_precision):
+        with torch.no_grad(), self.autocast():
             dt = next(model.parameters()).dtype
             return model(hidden_states=hs.to(dev, dt), timestep=t.to(dev), encoder_hidden_states=emb.to(dev, dt),
                          return_dict=False)[0]
@@ -197,7 +224,8 @@ class Stage1Inputs:
 
     # -- public ----------------------------------------------------------------------------------------------------
     def batch(self, step: int, model, settings: DistillSettings):
-        """``(hidden_states, timestep, encoder_hidden_states, ctx)`` of training step ``step`` (0-based)."""
+        """``(hidden_states, timestep, encoder_hidden_states, ctx)`` of micro-step ``step`` (0-based; optimiser step
+        ``s``, accumulation index ``m``: ``step = s * accumulation + m``)."""
         c = self.cfg
         if c.source == "trajectory":
             group, pos = divmod(step, c.num_inference_steps)
@@ -229,16 +257,24 @@ class Stage1Inputs:
         if pos + 1 < self.cfg.num_inference_steps:
             self._cache[(group, pos + 1)] = self._euler(x.to(out.device), out, pos)
 
-    def eval_batches(self, model, settings: DistillSettings):
-        """Held-out inputs (seeds disjoint from training): whole trajectories, or fixed noised dataset items."""
+    def eval_batches(self, model, settings: DistillSettings, samples: int | None = None,
+                     positions: int | None = None):
+        """Held-out inputs (seeds disjoint from training): whole trajectories, or fixed noised dataset items.
+
+        Yields ``(hidden_states, timestep, encoder_hidden_states, measured)`` and receives the model output back;
+        ``samples`` overrides ``eval_samples``; ``positions``: only that many trajectory positions, evenly spaced,
+        are ``measured`` (the others only advance the trajectory: the teacher alone runs there)."""
         c = self.cfg
-        for k in range(c.eval_samples):
+        n = c.num_inference_steps
+        keep = set(range(n)) if positions is None or positions >= n else \
+            {round(i * (n - 1) / max(1, positions - 1)) for i in range(positions)}
+        for k in range(c.eval_samples if samples is None else samples):
             if c.source == "trajectory":
                 x, emb = self._trajectory_start(k, key=3)
                 x = x.to(self.device)
-                for pos in range(c.num_inference_steps):
+                for pos in range(n):
                     hs, t, e = self._model_inputs(x, emb, pos)
-                    out = yield hs, t, e
+                    out = yield hs, t, e, pos in keep
                     x = self._euler(x, out, pos)
             else:
                 g = generator(c.seed, 4, k)
@@ -246,7 +282,8 @@ class Stage1Inputs:
                 item = self.prompts.item(i)
                 x0 = item["latents"].unsqueeze(0)
                 t, sigma = self.flow.sample(1, g)
-                yield self.flow.noisy(x0, torch.randn(x0.shape, generator=g), sigma), t, item["prompt_embeds"][None]
+                yield (self.flow.noisy(x0, torch.randn(x0.shape, generator=g), sigma), t, item["prompt_embeds"][None],
+                       True)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -276,32 +313,73 @@ def build_stage1_model(cfg: Stage1Config, device: torch.device):
 # Training
 # --------------------------------------------------------------------------------------------------------------------
 
-def evaluate_stage1(model, procs, settings: DistillSettings, inputs: Stage1Inputs) -> dict[int, float]:
-    """Relative L2 error ``||y_student - y_teacher|| / ||y_teacher||`` per block, pooled over the eval inputs."""
-    old = settings.mode
-    settings.mode, saved = "eval", settings.stats
-    settings.stats = {}
-    gen = inputs.eval_batches(model, settings)
+def _eval_pass(model, settings: DistillSettings, inputs: Stage1Inputs, diagnose: bool, samples: int | None = None,
+               positions: int | None = None) -> dict[int, dict]:
+    """One pass over the held-out inputs in ``eval`` mode (``teacher`` mode at unmeasured trajectory positions); the
+    per-block statistics (teacher forcing throughout)."""
+    old = settings.mode, settings.stats, settings.diagnose, settings.generator
+    settings.stats, settings.diagnose = {}, diagnose
+    settings.generator = generator(inputs.cfg.seed, 7)
+    gen = inputs.eval_batches(model, settings, samples, positions)
     try:
         out = None
         while True:
-            hs, t, e = gen.send(out) if out is not None else next(gen)
+            hs, t, e, measured = gen.send(out) if out is not None else next(gen)
+            settings.mode = "eval" if measured else "teacher"
             out = inputs._run(model, hs, t, e).float()
     except StopIteration:
         pass
     finally:
-        res = {i: (s["sq_err"] / max(s["sq_ref"], 1e-30)) ** 0.5 for i, s in settings.stats.items()}
-        settings.mode, settings.stats = old, saved
-    return res
+        stats = settings.stats
+        settings.mode, settings.stats, settings.diagnose, settings.generator = old
+    return stats
+
+
+def evaluate_stage1(model, procs, settings: DistillSettings, inputs: Stage1Inputs) -> dict[int, float]:
+    """Relative L2 error ``||y_student - y_teacher|| / ||y_teacher||`` per block, pooled over the eval inputs."""
+    return {i: (s["sq_err"] / max(s["sq_ref"], 1e-30)) ** 0.5 for i, s in _eval_pass(model, settings, inputs,
+                                                                                     False).items()}
+
+
+def stage1_diagnostics(model, settings: DistillSettings, inputs: Stage1Inputs, samples: int | None = None,
+                       positions: int | None = None) -> dict[int, dict]:
+    """Per block, on the held-out inputs: ``rel_l2`` (student vs teacher), ``rel_l2_chunk_local`` (chunk-local
+    softmax on the same windows vs teacher), ``vs_chunk_local`` (their ratio: < 1 = the linear branch helps) and
+    ``linear_share`` (mean over sampled query rows that have a linear set of the linear set's share of the joint
+    normaliser, from :func:`~rehyat.distill.teacher_forcing.student_log_weights`; ``None`` for kinds without
+    one).  ``samples`` / ``positions``: as :meth:`Stage1Inputs.eval_batches` (default: the eval inputs)."""
+    out = {}
+    for i, s in sorted(_eval_pass(model, settings, inputs, True, samples, positions).items()):
+        ref = max(s["sq_ref"], 1e-30)
+        rel, rel_cl = (s["sq_err"] / ref) ** 0.5, (s["sq_err_cl"] / ref) ** 0.5
+        share = s["share_sum"] / s["share_rows"] if s.get("share_rows") else None
+        out[i] = {"rel_l2": rel, "rel_l2_chunk_local": rel_cl, "vs_chunk_local": rel / max(rel_cl, 1e-30),
+                  "linear_share": share}
+    return out
+
+
+def diagnostic_warnings(diag: dict[int, dict]) -> list[str]:
+    return [f"block {i}: the linear branch carries {d['linear_share']:.1e} of the normaliser (< "
+            f"{LINEAR_SHARE_WARN:g}): this block computes chunk-local softmax (error {d['rel_l2']:.4f} vs chunk-local "
+            f"{d['rel_l2_chunk_local']:.4f}); see docs/distill.md (learned linear scale, normaliser)"
+            for i, d in diag.items() if d["linear_share"] is not None and d["linear_share"] < LINEAR_SHARE_WARN]
+
+
+def diagnostics_table(diag: dict[int, dict]) -> str:
+    f = lambda x: "—" if x is None else f"{x:.3g}"  # noqa: E731
+    rows = ["block  linear share  rel. error  chunk-local error  ratio"]
+    rows += [f"{i:>5}  {f(d['linear_share']):>12}  {d['rel_l2']:>10.4f}  {d['rel_l2_chunk_local']:>17.4f}  "
+             f"{d['vs_chunk_local']:>5.3f}" for i, d in diag.items()]
+    return "\n".join(rows)
 
 
 @torch.no_grad()
-def init_linear_scale(model, procs, settings: DistillSettings, inputs: "Stage1Inputs", info: DistInfo) -> None:
+def init_linear_scale(model, procs, settings: DistillSettings, inputs: "Stage1Inputs", acc=None) -> None:
     """Data-driven init of the experimental per-head ``linear_log_scale``: on the step-0 batch, the mean gap between
-    the teacher's log out-of-window mass and the untrained linear branch's log mass (mean over ranks)."""
+    the teacher's log out-of-window mass and the untrained linear branch's log mass (mean over processes)."""
     old, settings.mode = settings.mode, "init_scale"
     settings.reset()
-    settings.generator = generator(inputs.cfg.seed, 6, info.rank)
+    settings.generator = generator(inputs.cfg.seed, 6, inputs.info.rank)
     try:
         hs, t, emb, _ = inputs.batch(0, model, settings)
         inputs._run(model, hs, t, emb)
@@ -311,7 +389,8 @@ def init_linear_scale(model, procs, settings: DistillSettings, inputs: "Stage1In
         st = settings.stats.get(i, {})
         gap = (st["gap"] / st["n"]).float() if "gap" in st else torch.zeros(p.num_heads)
         gap = gap.to(p.linear_log_scale.device)
-        all_reduce_mean_([gap], info)
+        if acc is not None:
+            reduce_mean_(acc, [gap])
         p.linear_log_scale.copy_(gap)
     settings.reset()
 
@@ -321,22 +400,31 @@ def train_stage1(cfg: Stage1Config, *, fail_at_step: int | None = None, model_ho
 
     ``fail_at_step``: test hook, raise :class:`SimulatedKill` in the middle of that (0-based) step, after the teacher
     forward and the backward but before the optimiser step.  ``model_hook(model)``: called once after model setup.
+    ``--dry-run`` returns the memory plan instead.
     """
-    info = init_distributed(cfg.device)
-    try:
-        return _train(cfg, info, fail_at_step, model_hook)
-    finally:
-        shutdown_distributed(info)
+    if cfg.dry_run:
+        from .memory_plan import plan_for_config
+
+        return plan_for_config(cfg, "stage1")
+    with accelerator_session(cfg, Path(cfg.out), prepares_model=False) as acc:
+        return _train(cfg, acc, fail_at_step, model_hook)
 
 
-def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
+def _train(cfg: Stage1Config, acc, fail_at_step, model_hook) -> dict:
+    from accelerate.utils import DistributedType, set_seed
+
+    if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        raise ValueError(f"stage 1 trains only the feature maps of a frozen teacher and runs without {acc.distributed_type}"
+                         f" (launch it with DDP / plain processes); sharding is for stage 2")
     out = Path(cfg.out)
-    if info.is_main:
+    if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-    barrier(info)
-    seed_everything(cfg.seed)
-    dev = info.device
+    acc.wait_for_everyone()
+    set_seed(cfg.seed)
+    dev, info = acc.device, DistInfo.of(acc)
     model, procs, settings, base = build_stage1_model(cfg, dev)
+    settings.backward_fn = acc.backward  # divides by the accumulation steps; the fp16 loss scaler when asked
+    settings.diag_queries = cfg.diag_queries
     if model_hook is not None:
         model_hook(model)
     blocks = sorted(procs)
@@ -353,45 +441,67 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
         raise ValueError(f"student kind {cfg.student_kind!r} with feature map {cfg.rehyat.feature_map!r} has nothing to "
                          f"train (evaluate it with evaluate_stage1 instead)")
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.steps,
-                                                             cfg.min_lr_ratio))
-    inputs = Stage1Inputs(cfg, info, model.config.in_channels, model.config.text_dim, dev)
-    ckpt = CheckpointManager(out, info, cfg.keep_checkpoints)
+    sched = make_lr_scheduler(opt, cfg.lr_schedule, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+    # The model is not prepared: its backward runs inside each block's forward, which DDP's reducer does not
+    # support; the φ gradients are averaged over processes with accelerate's reduce below (the same arithmetic).
+    opt, sched = acc.prepare(opt, sched)
+    inputs = Stage1Inputs(cfg, info, model.config.in_channels, model.config.text_dim, dev, autocast=acc.autocast)
+    ckpt = RunCheckpoints(acc, out, cfg.keep_checkpoints)
+    acc.register_for_checkpointing(TrainableTensors(model))
+    named = trainable_parameters(model)
+    ema = EMAState(named, cfg.ema_decay, cfg.ema_update_after_step, cfg.ema_warmup) if cfg.ema else None
+    if ema is not None:
+        acc.register_for_checkpointing(ema)
     chash = config_hash(cfg, _RESUME_FREE)
 
-    resumed = ckpt.resume_training(model, opt, sched, chash) if cfg.resume else None
+    resumed = ckpt.resume(chash) if cfg.resume else None
     start = resumed or 0
-    metrics = MetricsWriter(out, info, resume_step=resumed)
-    if info.is_main:
+    metrics = MetricsWriter(out, acc.is_main_process, resume_step=resumed, accelerator=acc)
+    acc.init_trackers("stage1", config=flat_hparams(cfg))
+    accum = acc.gradient_accumulation_steps
+    if acc.is_main_process:
         atomic_write_json(out / CONFIG_NAME, {"stage": "stage1", "config": dataclasses.asdict(cfg),
                                               "config_hash": chash, "teacher_base": base, "blocks": blocks,
-                                              "world_size": info.world_size, "versions": versions()})
-
-    def save(step: int):
-        ckpt.save_training(step, model, opt, sched, chash)
+                                              "world_size": acc.num_processes, "mixed_precision": acc.mixed_precision,
+                                              "global_batch": acc.num_processes * cfg.batch_size * accum,
+                                              "versions": versions()})
 
     all_params = [p for g in groups for p in g["params"]]
-    bar = progress(cfg.steps, start, "stage1", cfg.progress and info.is_main)
-    t0, step, last_loss = time.time(), start, None
+    bar = progress(cfg.steps, start, "stage1", cfg.progress and acc.is_main_process)
+    t0, step, last_loss, diag = time.time(), start, None, None
     if cfg.rehyat.linear_scale and resumed is None:
-        init_linear_scale(model, procs, settings, inputs, info)
+        init_linear_scale(model, procs, settings, inputs, acc)
+
+    def evaluate(at: int) -> None:
+        nonlocal diag
+        if cfg.diagnostics:
+            diag = stage1_diagnostics(model, settings, inputs)
+            for i, d in diag.items():
+                metrics.write(stage="stage1", kind="eval", step=at, block=i, **d)
+        else:
+            for i, e in evaluate_stage1(model, procs, settings, inputs).items():
+                metrics.write(stage="stage1", kind="eval", step=at, block=i, rel_l2=e)
+
     if cfg.eval_every and resumed is None:
-        for i, e in evaluate_stage1(model, procs, settings, inputs).items():
-            metrics.write(stage="stage1", kind="eval", step=0, block=i, rel_l2=e)
+        evaluate(0)
     try:
         while step < cfg.steps:
             settings.reset()
             settings.mode = "distill"
-            settings.generator = generator(cfg.seed, 5, step, info.rank)
-            hs, t, emb, ctx = inputs.batch(step, model, settings)
-            opt.zero_grad(set_to_none=True)
-            outp = inputs._run(model, hs, t, emb)
+            for micro in range(accum):
+                u = step * accum + micro
+                with acc.accumulate():
+                    settings.generator = generator(cfg.seed, 5, u, info.rank)
+                    hs, t, emb, ctx = inputs.batch(u, model, settings)
+                    outp = inputs._run(model, hs, t, emb)  # every block's backward runs inside this forward
+                    inputs.after_step(ctx, outp)
             if fail_at_step is not None and step == fail_at_step:
                 raise SimulatedKill(f"simulated kill in step {step}")
             for p in all_params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            all_reduce_mean_([p.grad for p in all_params], info)
+            reduce_mean_(acc, [p.grad for p in all_params])
+            acc.unscale_gradients()  # no-op without the fp16 scaler; then clip per block
             norms = {}
             if cfg.grad_clip > 0:
                 for i in blocks:
@@ -400,12 +510,15 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
             lr = sched.get_last_lr()[0]
             opt.step()
             sched.step()
-            inputs.after_step(ctx, outp)
+            opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step()
             step += 1
             stats = torch.tensor([[settings.stats[i][k] for k in ("loss", "sq_err", "sq_ref")] for i in blocks],
-                                 dtype=torch.float64)
-            all_reduce_mean_([stats], info)
-            per_block = {i: float(stats[j, 0]) for j, i in enumerate(blocks)}
+                                 dtype=torch.float64, device=dev)
+            reduce_mean_(acc, [stats])
+            stats = stats.cpu()
+            per_block = {i: float(stats[j, 0]) / accum for j, i in enumerate(blocks)}
             last_loss = sum(per_block.values()) / len(per_block)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.time() - t0
@@ -417,12 +530,10 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4g}")
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                ev = evaluate_stage1(model, procs, settings, inputs)
-                for i, e in ev.items():
-                    metrics.write(stage="stage1", kind="eval", step=step, block=i, rel_l2=e)
+                evaluate(step)
             stop = cfg.stop_after is not None and step - start >= cfg.stop_after
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-                save(step)
+                ckpt.save(step, chash)
             if stop:
                 break
     finally:
@@ -430,21 +541,44 @@ def _train(cfg: Stage1Config, info: DistInfo, fail_at_step, model_hook) -> dict:
         metrics.close()
     summary = {"stage": "stage1", "step": step, "finished": step >= cfg.steps, "last_loss": last_loss,
                "resumed_from": resumed, "blocks": blocks, "student_kind": cfg.student_kind,
-               "elapsed_s": time.time() - t0, "world_size": info.world_size}
+               "elapsed_s": time.time() - t0, "world_size": acc.num_processes, "mixed_precision": acc.mixed_precision,
+               "global_batch": acc.num_processes * cfg.batch_size * accum,
+               "tensorboard": str(out / "logs" / "stage1") if "tensorboard" in cfg.report_to else None}
     if step >= cfg.steps:
-        if info.is_main:
+        if cfg.diagnostics:
+            if diag is None or not cfg.eval_every:  # (with --eval-every the last eval ran at this step)
+                diag = stage1_diagnostics(model, settings, inputs, cfg.diag_samples, cfg.diag_positions)
+            summary["diagnostics"] = {str(i): d for i, d in diag.items()}
+            summary["warnings"] = diagnostic_warnings(diag)
+        if acc.is_main_process:
             from rehyat.wan.checkpoint import save_rehyat
             from .teacher_forcing import disable_distillation
 
             disable_distillation(model)
             save_rehyat(model, out / EXPORT_DIR, base_model=base, base_subfolder=cfg.teacher_subfolder)
-            enable_distillation(model, settings)
             summary["export"] = str(out / EXPORT_DIR)
+            if ema is not None:
+                with ema.applied():
+                    save_rehyat(model, out / EMA_EXPORT_DIR, base_model=base, base_subfolder=cfg.teacher_subfolder)
+                summary["ema_export"] = str(out / EMA_EXPORT_DIR)
+            enable_distillation(model, settings)
             if cfg.student_kind != "hybrid":
                 summary["export_note"] = (f"φ trained for the {cfg.student_kind!r} baseline; the exported ReHyAt "
                                           f"checkpoint runs them inside the hybrid op")
-        barrier(info)
-    if info.is_main:
+        acc.wait_for_everyone()
+    if acc.is_main_process:
+        curves = plot_curves(out, "stage1")
+        summary["curves"] = None if curves is None else str(curves)
         atomic_write_json(out / SUMMARY_NAME, summary)
+        _log_summary(summary, diag)
     summary["model"] = model
     return summary
+
+
+def _log_summary(summary: dict, diag: dict | None) -> None:
+    log.info("stage1 %s at step %d: last loss %s; export %s", "finished" if summary["finished"] else "stopped",
+             summary["step"], summary["last_loss"], summary.get("export"))
+    if diag:
+        log.info("held-out diagnostics per converted block:\n%s", diagnostics_table(diag))
+    for w in summary.get("warnings", []):
+        log.warning(w)

@@ -50,13 +50,21 @@ class DistillSettings:
     xent_queries: int = 64
     backward: bool = True
     loss_scale: float = 1.0  # multiplies the loss before backward (e.g. 1 / number of micro-batches)
+    backward_fn: object = None  # callable(loss) doing the backward (stage 1: accelerator.backward); None: .backward()
+    # "eval" mode extras (stage-1 diagnostics): the linear branch's share of the joint normaliser over `diag_queries`
+    # sampled query rows, and the chunk-local softmax baseline's error on the same inputs.
+    diagnose: bool = False
+    diag_queries: int = 256
+    record_stats: bool = True  # False: no host sync per block (the meta-device memory plan cannot read values)
     mode: str = "distill"
     generator: torch.Generator | None = None  # query subsampling of the xent term
     on_qkv: object = None  # optional callback(block, q, k, v) with the post-RoPE tensors (analysis, proxy benchmark)
     # Experimental: a learned per-head log-scale gamma_h on the linear branch (fk -> exp(gamma_h) fk).  The Wan
     # processor has no such parameter yet, so a model trained with it cannot be exported (see docs/distill.md).
     linear_scale: bool = False
-    stats: dict = field(default_factory=dict)  # block -> {"loss", "out_loss", "xent", "sq_err", "sq_ref", "n"}
+    # block -> {"loss", "out_loss", "xent", "sq_err", "sq_ref", "n"} (+ "share_sum", "share_rows", "sq_err_cl" when
+    # diagnosing)
+    stats: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.student_kind not in STUDENT_KINDS:
@@ -68,6 +76,8 @@ class DistillSettings:
         self.stats = {}
 
     def _acc(self, block: int, **vals) -> None:
+        if not self.record_stats:
+            return
         st = self.stats.setdefault(block, {})
         for k, v in vals.items():
             st[k] = st.get(k, 0.0) + float(v)
@@ -77,8 +87,10 @@ def student_log_weights(q: Tensor, k: Tensor, fq: Tensor | None, fk: Tensor | No
                         ) -> tuple[Tensor, Tensor]:
     """``(teacher scores s [B, H, nq, N], student log-weights [B, H, nq, N])`` for query tokens ``idx``.
 
-    Student weights: ``exp(s)`` on its softmax set, ``fq . fk`` on its linear set, one joint normaliser — the weights
-    the op applies to ``v`` (``tests/distill`` checks ``exp(log_w) @ v`` against the op).
+    Student weights: ``exp(s)`` on its softmax set (``exp(s - c)`` with ``proc.normaliser == "paper"``, ``c`` the
+    row's max over that set), ``fq . fk`` on its linear set, one joint normaliser — the weights the op applies to
+    ``v`` (``tests/distill`` checks ``exp(log_w) @ v`` against the op).  ``proc``: anything with ``frame_tokens``,
+    ``chunk_frames``, ``overlap_frames``, ``causal`` (and optionally ``normaliser``; default ``"kernel"``).
     """
     scale = q.shape[-1] ** -0.5
     acc = torch.promote_types(q.dtype, torch.float32)
@@ -223,9 +235,31 @@ class DistillWanAttnProcessor(nn.Module):
             xent = attention_xent(q, k, fq, fk, d.student_kind, layout, idx)
             loss = loss + d.xent_weight * xent
         if train and d.backward and loss.requires_grad:
-            (loss * d.loss_scale).backward()
+            (d.backward_fn or torch.Tensor.backward)(loss * d.loss_scale)
         d._acc(self._distill_block, loss=loss.detach(), out_loss=out_loss.detach(), xent=xent.detach(),
                sq_err=diff.detach().pow(2).sum(), sq_ref=y_t.detach().float().pow(2).sum(), n=1)
+        if not train and d.diagnose:
+            self._diagnose(d, q, k, v, y_t, fq, fk, layout)
+
+    def _diagnose(self, d: DistillSettings, q: Tensor, k: Tensor, v: Tensor, y_t: Tensor, fq: Tensor | None,
+                  fk: Tensor | None, layout: CallLayout) -> None:
+        """Accumulate the linear branch's share of the joint normaliser, ``sum_L a_student`` per query row (the
+        weights of :func:`student_log_weights`, i.e. sigma(w) with w = log linear mass - log softmax mass), over rows
+        that have a linear set, and the chunk-local softmax baseline's squared error against the teacher."""
+        n = q.shape[1]
+        g = d.generator
+        idx = (torch.randperm(n, generator=g) if g is not None else torch.randperm(n))[: min(n, d.diag_queries)]
+        idx = idx.to(q.device)
+        if fq is not None:
+            _, logw = student_log_weights(q, k, fq, fk, d.student_kind, layout, idx)
+            _, lin = get_attention_kind(d.student_kind).token_masks(idx, n // layout.frame_tokens, layout.frame_tokens,
+                                                                    layout.chunk_frames, layout.overlap_frames,
+                                                                    layout.causal)
+            share = torch.where(lin, logw.exp(), torch.zeros_like(logw)).sum(-1)  # [B, H, nq]
+            rows = lin.any(-1).expand_as(share)
+            d._acc(self._distill_block, share_sum=share[rows].double().sum(), share_rows=rows.sum())
+        y_cl, _, _ = self.student_output("chunk_local", q, k, v, layout.frame_tokens)
+        d._acc(self._distill_block, sq_err_cl=(y_cl.float() - y_t.float()).pow(2).sum())
 
 
 def enable_distillation(transformer, settings: DistillSettings) -> dict[int, DistillWanAttnProcessor]:

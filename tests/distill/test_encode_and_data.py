@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from rehyat.distill.__main__ import main
-from rehyat.distill.common import CheckpointManager, DistInfo
 from rehyat.distill.data import DatasetFormatError, DatasetWriter, LatentDataset, pad_prompt
 from rehyat.distill.encode import (EncodeConfig, WanWeightsNotFoundError, check_wan_encoders, encode_dataset,
                                    preprocess, read_video)
@@ -34,7 +33,7 @@ def test_missing_wan_weights_error_names_the_files(tmp_path, capsys):
         check_wan_encoders(wan)
     msg = str(e.value)
     for needle in ("vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model",
-                   "tokenizer", "huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers", str(wan)):
+                   "tokenizer", "hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers", str(wan)):
         assert needle in msg, needle
     assert "vae/config.json" not in msg.split("missing:")[1].split("The encoder")[0]  # present files are not listed
     rc = main(["encode", "--wan", str(tmp_path / "none"), "--manifest", "m.jsonl", "--out", str(tmp_path / "o")])
@@ -104,18 +103,31 @@ def test_dataset_roundtrip_and_padding(tmp_path):
         LatentDataset(tmp_path / "missing")
 
 
-def test_checkpoint_manager_ignores_partial_writes(tmp_path):
-    ck = CheckpointManager(tmp_path, DistInfo(), keep=2)
+def test_run_checkpoints_ignore_partial_writes(tmp_path):
+    from accelerate import Accelerator
+
+    from rehyat.distill.engine import STATE_NAME, RunCheckpoints, TrainableTensors
+
+    acc = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 1, bias=False)
+    p = model.weight
+    acc.register_for_checkpointing(TrainableTensors(model))
+    ck = RunCheckpoints(acc, tmp_path, keep=2)
     for s in (1, 2, 3):
-        ck.save(s, {"step": s}, {"r": s})
-    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_00000002", "step_00000003"]
+        with torch.no_grad():
+            p.fill_(s)
+        ck.save(s, "h")
+    assert sorted(q.name for q in (tmp_path / "checkpoints").glob("step_*")) == ["step_00000002", "step_00000003"]
     # a kill while writing step 4: a .partial folder with a state file, latest still points at 3
     part = tmp_path / "checkpoints" / "step_00000004.partial"
     part.mkdir()
-    torch.save({"step": 4}, part / "state.pt")
+    (part / STATE_NAME).write_text(json.dumps({"step": 4, "config_hash": "h", "world_size": 1}))
     assert ck.latest().name == "step_00000003"
     # a lost pointer falls back to the newest complete folder
     (tmp_path / "checkpoints" / "latest").unlink()
     assert ck.latest().name == "step_00000003"
-    state, rng = ck.load(ck.latest())
-    assert state["step"] == 3 and rng == {"r": 3}
+    with torch.no_grad():
+        p.zero_()
+    assert ck.resume("h") == 3 and torch.equal(p.detach(), torch.full((1, 3), 3.0))
+    with pytest.raises(ValueError, match="different configuration"):
+        ck.resume("other")

@@ -199,3 +199,62 @@ def test_linear_scale_is_data_initialised_trained_and_exported(tmp_path, make_cf
     loaded = rehyat_processors(load_rehyat(tmp_path / "s1" / "rehyat"))
     for i, p in procs.items():
         assert torch.equal(loaded[i].linear_log_scale, p.linear_log_scale)
+
+
+def test_linear_share_and_chunk_local_diagnostic(tmp_path, make_cfg):
+    """The diagnostic's share is the linear set's part of the joint normaliser, sum_L fq.fk / (sum_S e^s +
+    sum_L fq.fk), averaged over query rows that have a linear set; its baseline error is chunk-local softmax's."""
+    from rehyat.distill.teacher_forcing import CallLayout, DistillSettings
+
+    cfg = make_cfg(tmp_path, learn_linear_scale=False)
+    model, procs, _, _ = build_stage1_model(cfg, torch.device("cpu"))
+    proc = procs[0]
+    ft, nf = 4, 5
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, nf * ft, 2, 12, generator=g) for _ in range(3))
+    layout = CallLayout(ft, 2, 1, False)
+    d = DistillSettings(diagnose=True, diag_queries=10**6, generator=torch.Generator().manual_seed(0))
+    y_t = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                           v.transpose(1, 2)).transpose(1, 2)
+    with torch.no_grad():
+        fq, fk = proc.inner.features(q, k)
+        proc._diagnose(d, q, k, v, y_t, fq, fk, layout)
+    st = d.stats[0]
+    soft, lin = get_attention_kind("hybrid").token_masks(torch.arange(nf * ft), nf, ft, 2, 1, False)
+    s = torch.einsum("bnhd,bmhd->bhnm", q.double(), k.double()) / 12 ** 0.5
+    kern = torch.einsum("bnhf,bmhf->bhnm", fq.double(), fk.double())
+    num = (kern * lin).sum(-1)
+    share = num / ((s.exp() * soft).sum(-1) + num)  # [B, H, N]
+    rows = lin.any(-1)
+    assert st["share_rows"] == 2 * rows.sum()
+    torch.testing.assert_close(st["share_sum"] / st["share_rows"], float(share[..., rows].mean()), rtol=1e-5, atol=0)
+    y_cl = get_attention_kind("chunk_local")(q, k, v, None, None, frame_tokens=ft, chunk_frames=2, overlap_frames=1,
+                                             causal=False)
+    torch.testing.assert_close(st["sq_err_cl"], float((y_cl - y_t).pow(2).sum()), rtol=1e-4, atol=0)
+
+
+def test_diagnostics_in_the_summary_and_a_warning_for_a_dead_linear_branch(tmp_path, make_cfg):
+    from rehyat.distill.stage1 import LINEAR_SHARE_WARN, diagnostic_warnings, stage1_diagnostics
+
+    res = train_stage1(make_cfg(tmp_path, steps=2, eval_every=2, eval_samples=1))
+    diag = res["diagnostics"]
+    recs = [json.loads(ln) for ln in (tmp_path / "s1" / METRICS_NAME).read_text().splitlines()]
+    ev = {r["block"]: r for r in recs if r["kind"] == "eval" and r["step"] == 2}
+    for b in ("0", "1"):  # the final diagnostics are the last eval's, in metrics.jsonl and the summary
+        assert diag[b] == {k: ev[int(b)][k] for k in diag[b]}
+        assert 0 < diag[b]["linear_share"] < 1 and diag[b]["vs_chunk_local"] == pytest.approx(
+            diag[b]["rel_l2"] / diag[b]["rel_l2_chunk_local"])
+    assert res["warnings"] == [] and json.loads((tmp_path / "s1" / "summary.json").read_text())["warnings"] == []
+    model, procs, settings = res["model"], None, None
+    from rehyat.wan.convert import rehyat_processors
+
+    procs = rehyat_processors(model)
+    settings = next(iter(procs.values()))._distill
+    with torch.no_grad():
+        for p in procs.values():
+            p.linear_log_scale.fill_(-80.0)  # the linear branch gets e^-80 of the mass
+    inp = Stage1Inputs(make_cfg(tmp_path, steps=2, eval_samples=1), DistInfo(), 16, 32, torch.device("cpu"))
+    dead = stage1_diagnostics(model, settings, inp, samples=1, positions=2)
+    assert all(d["linear_share"] < LINEAR_SHARE_WARN for d in dead.values())
+    warnings = diagnostic_warnings(dead)
+    assert len(warnings) == 2 and "chunk-local softmax" in warnings[0]
