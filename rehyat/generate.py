@@ -6,11 +6,18 @@ Library::
     paths = generate_videos("tiny", ["a cat"], "out/", num_frames=17, height=32, width=32, videos_per_prompt=2)
     sample = generate_sample(pipe, "a cat", seed=0, num_frames=17, height=32, width=32)  # frames + latents
 
+    for chunk in stream_video(pipe, "a cat", seed=0, num_frames=161, height=32, width=32):  # rehyat.wan.stream
+        ...  # chunk.frames: uint8 [t, H, W, 3], as soon as its latent chunk is finished and decoded
+
 CLI (VBench layout ``{prompt}-{i}.mp4``; seed of video i = ``--seed + i``; resumable; shard with torchrun)::
 
     python -m rehyat.generate --model PATH --prompts prompts.txt --out videos/ --num-frames 81 --height 480 \
-        --width 832 --seed 0 --videos-per-prompt 5 [--mode recurrent]
+        --width 832 --seed 0 --videos-per-prompt 5 [--mode recurrent | --mode stream [--state-cache host]]
     torchrun --nproc_per_node 8 -m rehyat.generate --model PATH ...
+
+Modes: ``parallel`` (diffusers' forward), ``recurrent`` (every transformer call swept chunk by chunk in constant
+memory), ``stream`` (each latent chunk denoised through every step, decoded and appended to the mp4 before the next
+starts: the whole generation in memory independent of the video's length; same frames as the other two).
 
 ``--model``: ``tiny`` (built-in tiny random ReHyAt model; the default), ``tiny-softmax`` (its softmax base), a converted
 pipeline folder (``model_index.json`` naming ``ReHyAtWanTransformer3DModel``), a ReHyAt transformer folder (either
@@ -23,6 +30,7 @@ never for quality.  Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -44,6 +52,7 @@ WAN_DEFAULTS = dict(num_frames=81, height=480, width=832, num_inference_steps=50
                     max_sequence_length=512)
 TINY_NAMES = {"tiny": True, "tiny-rehyat": True, "tiny-softmax": False}
 META_DIR = "meta"
+MODES = ("parallel", "recurrent", "stream")
 
 
 @dataclass
@@ -99,20 +108,18 @@ def load_model(model, *, mode: str = "parallel", device: str | torch.device | No
         return load_model(pipe, mode=mode, device=device)
     from diffusers import WanPipeline
 
-    from rehyat.wan.convert import is_rehyat, set_rehyat_mode
+    from rehyat.wan.pipeline import set_pipeline_mode
 
     device = device or default_device()
     if isinstance(model, WanPipeline):
-        if is_rehyat(model.transformer):
-            set_rehyat_mode(model.transformer, mode)
-        elif mode != "parallel":
-            raise ValueError(f"mode={mode!r} needs a ReHyAt transformer")
+        set_pipeline_mode(model, mode)
         return model.to(device)
     if isinstance(model, str) and model in TINY_NAMES:
         from rehyat.tiny import build_tiny_pipeline
 
         if not TINY_NAMES[model] and mode != "parallel":
-            raise ValueError("tiny-softmax has no recurrent mode")
+            raise ValueError(f"tiny-softmax is the dense softmax model: --mode {mode} needs every block converted and "
+                             f"causal (use --model tiny, or --model tiny-softmax --preset long-video)")
         return build_tiny_pipeline(rehyat=TINY_NAMES[model], mode=mode, device=device)
     from rehyat.wan.pipeline import load_pipeline
 
@@ -152,19 +159,33 @@ def check_size(num_frames: int, height: int, width: int) -> None:
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
-    return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    """Float frames in [0, 1] -> uint8 (:func:`rehyat.wan.stream.to_uint8`, shared by every mode)."""
+    from rehyat.wan.stream import to_uint8 as convert
+
+    return convert(frames)
 
 
 def generate_sample(pipe, prompt: str, seed: int, *, num_frames: int, height: int, width: int,
                     num_inference_steps: int = 50, guidance_scale: float = 5.0,
                     negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT, max_sequence_length: int = 512,
-                    fps: int = WAN_FPS) -> VideoSample:
-    """Generate one video with ``WanPipeline.__call__``; returns decoded frames and the final latents.
+                    fps: int = WAN_FPS, stream: bool = False, state_cache: str = "device") -> VideoSample:
+    """Generate one video with ``WanPipeline.__call__`` (or, ``stream=True``, chunk by chunk with
+    :func:`rehyat.wan.stream.stream_video`, concatenated); returns decoded frames and the final latents.
 
     The initial noise comes from a CPU ``torch.Generator`` seeded with ``seed``, so a (prompt, seed) pair gives the
-    same starting latents on any device.
+    same starting latents on any device (and in every mode).
     """
     check_size(num_frames, height, width)
+    if stream:
+        from rehyat.wan.stream import stream_video
+
+        chunks = list(stream_video(pipe, prompt, seed, num_frames=num_frames, height=height, width=width,
+                                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                   negative_prompt=negative_prompt, max_sequence_length=max_sequence_length,
+                                   state_cache=state_cache))
+        return VideoSample(frames=np.concatenate([c.frames for c in chunks]),
+                           latents=torch.cat([c.latents for c in chunks], dim=1), fps=fps, prompt=prompt,
+                           seed=int(seed))
     captured: dict[str, torch.Tensor] = {}
 
     def keep_last_latents(p, i, t, kw):
@@ -185,23 +206,121 @@ def generate_sample(pipe, prompt: str, seed: int, *, num_frames: int, height: in
 # mp4 I/O
 # ------------------------------------------------------------------------------------------------------------------
 
+PARTIAL = ".partial-"  # temporary name of an mp4 being written: ".{name}.partial-{pid}" (hidden, not an .mp4)
+
+
+def partial_path(path: str | os.PathLike, pid: int | None = None) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}{PARTIAL}{os.getpid() if pid is None else pid}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed writers of ``path`` left (their process is gone); returns them."""
+    path = Path(path)
+    gone = []
+    for p in path.parent.glob(glob.escape(f".{path.name}{PARTIAL}") + "*"):
+        pid = p.name.rsplit(PARTIAL, 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
+class Mp4Writer:
+    """H.264 mp4 (yuv420p, ``crf``, one encoder thread: the same frames give the same bytes) written frame chunk by
+    frame chunk, then moved into place.
+
+    Frames go to the encoder as they come (:meth:`write`, uint8 ``[t, H, W, 3]`` RGB) and are not kept (libx264
+    holds up to its lookahead of frames).  The file is written under :func:`partial_path` — hidden and not named
+    ``*.mp4``, and unreadable as a video until the encoder is flushed and the index written — and :meth:`close`
+    fsyncs and renames it to ``path``, so a killed run never leaves a file that passes for a finished video.  Used
+    as a context manager: an exception removes the temporary; on entry, temporaries of killed writers of the same
+    ``path`` are removed.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: int = WAN_FPS, crf: int = 17):
+        self.path, self.fps, self.crf = Path(path), int(fps), int(crf)
+        self.tmp = partial_path(self.path)
+        self.frames = 0
+        self._container = self._stream = None
+
+    def __enter__(self) -> "Mp4Writer":
+        remove_stale_partials(self.path)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, frames: np.ndarray) -> None:
+        import av
+
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
+        if self._container is None:
+            self._container = av.open(str(self.tmp), mode="w", format="mp4")
+            self._stream = self._container.add_stream("libx264", rate=self.fps)
+            self._stream.width, self._stream.height, self._stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            self._stream.options = {"crf": str(self.crf)}
+            self._stream.thread_count = 1  # libx264's frame threads make the bytes (and decoded frames) vary run to run
+        elif (frames.shape[1], frames.shape[2]) != (self._stream.height, self._stream.width):
+            raise ValueError(f"frame size {frames.shape[1:3]} != {(self._stream.height, self._stream.width)}")
+        for f in frames:
+            self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f),
+                                                                               format="rgb24")))
+        self.frames += len(frames)
+
+    def close(self) -> Path:
+        if self._container is None:
+            raise ValueError(f"{self.path}: no frames were written")
+        self._container.mux(self._stream.encode())
+        self._container.close()
+        self._container = None
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # the encoder may refuse a half-written stream; the file goes anyway
+                pass
+            self._container = None
+        self.tmp.unlink(missing_ok=True)
+
+
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = WAN_FPS, crf: int = 17) -> Path:
-    """Write uint8 ``[T, H, W, 3]`` RGB frames as H.264 mp4 (yuv420p), atomically (temp file + rename)."""
+    """Write uint8 ``[T, H, W, 3]`` RGB frames as H.264 mp4 (yuv420p), atomically (:class:`Mp4Writer`)."""
+    with Mp4Writer(path, fps, crf) as writer:
+        writer.write(frames)
+    return Path(path)
+
+
+def probe_mp4(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(frames, height, width)`` of an mp4, decoding it frame by frame without keeping the frames."""
     import av
 
-    path = Path(path)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
-    tmp = path.with_name(f".{path.stem}.partial{os.getpid()}.mp4")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=int(fps))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
-        container.mux(stream.encode())
-    os.replace(tmp, path)
-    return path
+    n = h = w = 0
+    with av.open(str(path)) as container:
+        for f in container.decode(video=0):
+            n, h, w = n + 1, f.height, f.width
+    if not n:
+        raise ValueError(f"{path}: no decodable video frames")
+    return n, h, w
 
 
 def read_mp4(path: str | os.PathLike) -> np.ndarray:
@@ -253,7 +372,7 @@ def generate_videos(
     fps: int = WAN_FPS, rank: int | None = None, world_size: int | None = None,
     device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,
     base_model: str | os.PathLike | None = None, overwrite: bool = False, save_latents: bool = False,
-    log: Callable[[str], None] | None = print, convert=None,
+    log: Callable[[str], None] | None = print, convert=None, state_cache: str = "device", progress: bool = False,
 ) -> list[Path]:
     """Generate ``videos_per_prompt`` videos per prompt into ``out_dir`` (this shard's share); returns their paths.
 
@@ -263,8 +382,12 @@ def generate_videos(
     mp4.  The model is loaded only if something is left to generate.  ``model``: a ``WanPipeline`` or a spec of
     :func:`load_model`.  Size/step arguments left ``None`` take :func:`model_defaults`.  Each written file is decoded
     back and its frame count and size checked.  ``convert``: a ReHyAtConfig to convert a dense model with
-    (untrained phi; see :func:`load_model`).
+    (untrained phi; see :func:`load_model`).  ``mode="stream"`` appends each finished chunk to the mp4 as it comes
+    (:func:`render_stream`; ``state_cache`` = ``"device"`` | ``"host"``, the per-step state cache's place; its size
+    is logged before sampling); ``progress`` shows a progress bar (stream: chunks x steps).
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     defaults = model_defaults(model)
     num_frames = defaults["num_frames"] if num_frames is None else int(num_frames)
     height = defaults["height"] if height is None else int(height)
@@ -293,30 +416,104 @@ def generate_videos(
         settings = dict(num_frames=num_frames, height=height, width=width, num_inference_steps=steps,
                         guidance_scale=guidance, negative_prompt=negative_prompt, max_sequence_length=max_seq,
                         fps=fps, mode=mode, device=str(device), seed_rule="seed + index", base_seed=seed)
+        if mode == "stream":
+            settings["state_cache"] = state_cache
+        recipe = dict(num_frames=num_frames, height=height, width=width, num_inference_steps=steps,
+                      guidance_scale=guidance, negative_prompt=negative_prompt, max_sequence_length=max_seq)
         for n, (prompt, i, path) in enumerate(todo):
-            t0 = time.perf_counter()
-            sample = generate_sample(pipe, prompt, seed + i, num_frames=num_frames, height=height, width=width,
-                                     num_inference_steps=steps, guidance_scale=guidance,
-                                     negative_prompt=negative_prompt, max_sequence_length=max_seq, fps=fps)
-            elapsed = time.perf_counter() - t0
-            write_mp4(path, sample.frames, fps)
-            decoded = read_mp4(path)
-            if decoded.shape != sample.frames.shape:
-                raise RuntimeError(f"{path}: decoded {decoded.shape}, wrote {sample.frames.shape}")
+            if mode == "stream":
+                r = render_stream(pipe, prompt, seed + i, path, fps=fps, state_cache=state_cache,
+                                  keep_latents=save_latents, progress=progress, log=log, **recipe)
+            else:
+                r = render_whole(pipe, prompt, seed + i, path, fps=fps, **recipe)
+            got = probe_mp4(path)
+            if got != (r.frames, height, width):
+                raise RuntimeError(f"{path}: decoded {got} (frames, height, width), wrote {(r.frames, height, width)}")
             meta = dict(file=path.name, prompt=prompt, index=i, seed=seed + i, settings=settings, model=desc,
-                        versions=_versions(), generation_seconds=round(elapsed, 3), frames=int(decoded.shape[0]),
+                        versions=_versions(), generation_seconds=round(r.seconds, 3),
+                        first_chunk_written_seconds=round(r.first_chunk_seconds, 3), frames=got[0],
                         shard=[rank, world], time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             if save_latents:
                 from safetensors.torch import save_file
 
                 lat = out / META_DIR / f"{path.stem}.latents.safetensors"
-                save_file({"latents": sample.latents.contiguous()}, str(lat))
+                save_file({"latents": r.latents.contiguous()}, str(lat))
                 meta["latents_file"] = str(lat.relative_to(out))
             side = out / META_DIR / f"{path.stem}.json"
             side.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
             if log:
-                log(f"[rehyat.generate] {n + 1}/{len(todo)} {path.name} ({elapsed:.1f}s)")
+                log(f"[rehyat.generate] {n + 1}/{len(todo)} {path.name} ({r.seconds:.1f}s; first frames on disk "
+                    f"after {r.first_chunk_seconds:.1f}s)")
     return [p for _, _, p in mine]
+
+
+@dataclass
+class Rendered:
+    """One video written to its mp4: ``seconds`` from start to the renamed file, ``first_chunk_seconds`` from start
+    to the first frames handed to the mp4 (whole-video modes: all of them, at the end), ``frames`` written, the final
+    ``latents`` ``[C, F, h, w]`` (CPU float32; ``None`` when not kept)."""
+
+    seconds: float
+    first_chunk_seconds: float
+    frames: int
+    latents: torch.Tensor | None
+
+
+def render_whole(pipe, prompt: str, seed: int, path: str | os.PathLike, *, fps: int = WAN_FPS, **recipe) -> Rendered:
+    """``parallel`` / ``recurrent``: the whole video through ``WanPipeline``, then written (:func:`write_mp4`)."""
+    t0 = time.perf_counter()
+    sample = generate_sample(pipe, prompt, seed, fps=fps, **recipe)
+    write_mp4(path, sample.frames, fps)
+    took = time.perf_counter() - t0
+    return Rendered(took, took, int(sample.frames.shape[0]), sample.latents)
+
+
+def render_stream(pipe, prompt: str, seed: int, path: str | os.PathLike, *, num_frames: int, height: int,
+                  width: int, num_inference_steps: int, fps: int = WAN_FPS, state_cache: str = "device",
+                  keep_latents: bool = False, progress: bool = False, log: Callable[[str], None] | None = print,
+                  **recipe) -> Rendered:
+    """``stream``: :func:`rehyat.wan.stream.stream_video` into an :class:`Mp4Writer` — each chunk appended as soon
+    as it is decoded, then dropped; the state cache size is logged before sampling; a tqdm bar over chunks x steps
+    shows the time to the first written chunk.  ``keep_latents`` collects the final latents (CPU, O(frames))."""
+    from tqdm.auto import tqdm
+
+    from rehyat.wan.stream import stream_video
+
+    name = Path(path).name
+    bar, chunks, first, parts = None, 0, None, []
+
+    def on_plan(plan):
+        nonlocal bar, chunks
+        if log:
+            log(f"[rehyat.generate] stream {name}: {plan.describe()}")
+        chunks = len(plan.chunks)
+        bar = tqdm(total=chunks * plan.steps, desc=name, unit="step", disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True)
+
+    def on_step(chunk, step):
+        bar.update()
+        bar.set_postfix_str(f"chunk {chunk + 1}/{chunks}"
+                            + (f", first chunk on disk after {first:.1f}s" if first is not None else ""))
+
+    t0 = time.perf_counter()
+    try:
+        with Mp4Writer(path, fps) as writer:
+            for chunk in stream_video(pipe, prompt, seed, num_frames=num_frames, height=height, width=width,
+                                      num_inference_steps=num_inference_steps, state_cache=state_cache,
+                                      on_plan=on_plan, on_step=on_step, **recipe):
+                writer.write(chunk.frames)
+                if first is None:
+                    first = time.perf_counter() - t0
+                    if log:
+                        log(f"[rehyat.generate] {name}: first chunk ({chunk.frames.shape[0]} frames) written after "
+                            f"{first:.1f}s")
+                if keep_latents:
+                    parts.append(chunk.latents)
+            frames = writer.frames
+    finally:
+        if bar is not None:
+            bar.close()
+    return Rendered(time.perf_counter() - t0, first, frames, torch.cat(parts, dim=1) if keep_latents else None)
 
 
 class WanVideoGenerator:
@@ -334,6 +531,7 @@ class WanVideoGenerator:
         defaults = model_defaults(model)
         self.pipe = load_model(model, mode=mode, device=device, torch_dtype=torch_dtype, base_model=base_model,
                                convert=convert)
+        self.mode = mode
         self.spec = model if isinstance(model, str) else None
         self.label = label or (Path(model).name if isinstance(model, (str, os.PathLike)) else "wan")
         self.recipe = dict(
@@ -341,7 +539,7 @@ class WanVideoGenerator:
             guidance_scale=defaults["guidance_scale"] if guidance_scale is None else guidance_scale,
             negative_prompt=negative_prompt,
             max_sequence_length=defaults["max_sequence_length"] if max_sequence_length is None else max_sequence_length,
-            fps=fps,
+            fps=fps, stream=mode == "stream",
         )
 
     def config(self) -> dict:
@@ -387,7 +585,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--guidance-scale", type=float, default=None)
     ap.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT)
     ap.add_argument("--max-sequence-length", type=int, default=None)
-    ap.add_argument("--mode", choices=("parallel", "recurrent"), default="parallel")
+    ap.add_argument("--mode", choices=MODES, default="parallel",
+                    help="parallel: diffusers' forward; recurrent: every transformer call swept chunk by chunk "
+                         "(constant memory inside the transformer); stream: chunk by chunk through all steps, "
+                         "decoded and appended to the mp4 as it goes (whole generation in constant memory; needs "
+                         "every block converted, causal — the long-video preset)")
+    ap.add_argument("--state-cache", choices=("device", "host"), default="device",
+                    help="stream: where the per-step recurrent state cache lives (host = CPU memory, moved to the "
+                         "device per chunk and step); its size is printed before sampling")
     ap.add_argument("--device", default=None, help="default: cuda:$LOCAL_RANK if available, else cpu")
     ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                     help="transformer/text-encoder dtype (default: bfloat16 on CUDA, float32 on CPU)")
@@ -425,7 +630,8 @@ def _main(args) -> int:
         seed=args.seed, videos_per_prompt=args.videos_per_prompt, mode=args.mode, num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
         max_sequence_length=args.max_sequence_length, fps=args.fps, device=args.device, torch_dtype=dtype,
-        base_model=args.base, overwrite=args.overwrite, save_latents=args.save_latents, convert=convert)
+        base_model=args.base, overwrite=args.overwrite, save_latents=args.save_latents, convert=convert,
+        state_cache=args.state_cache, progress=True)
     print(f"[rehyat.generate] done: {len(paths)} videos in {args.out}")
     return 0
 

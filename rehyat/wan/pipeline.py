@@ -3,7 +3,9 @@
 The pipeline object is diffusers' own ``WanPipeline`` (scheduler, classifier-free guidance, negative prompt,
 generators, VAE decode, Wan2.2's ``transformer_2`` / ``boundary_ratio`` / ``expand_timesteps``); only its
 transformer(s) are ReHyAt models.  Their forward runs in ``"parallel"`` or ``"recurrent"`` mode
-(:meth:`ReHyAtWanTransformer3DModel.set_rehyat_mode`), so the pipeline code is unchanged.
+(:meth:`ReHyAtWanTransformer3DModel.set_rehyat_mode`), so the pipeline code is unchanged.  ``mode="stream"`` checks
+that the pipeline can be sampled chunk by chunk (:func:`rehyat.wan.stream.stream_video`; a clear error otherwise) and
+puts its transformers in recurrent mode.
 
 ``load_pipeline(path)`` accepts
 
@@ -26,8 +28,11 @@ from diffusers import AutoencoderKLWan, WanPipeline
 
 from .checkpoint import (BaseCheckpointNotFoundError, _missing_base_message, is_rehyat_checkpoint, load_rehyat,
                          resolve_base_model)
-from rehyat.wan.model import is_rehyat
+from rehyat.wan.model import MODES, is_rehyat
 
+from .stream import LONG_VIDEO_HINT, check_streamable
+
+PIPELINE_MODES = (*MODES, "stream")  # stream: a sampling schedule (rehyat.wan.stream) on recurrent-mode transformers
 _COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -52,9 +57,11 @@ def load_pipeline(path: str | os.PathLike, *, base_model: str | os.PathLike | No
     """A ``WanPipeline`` from a ReHyAt checkpoint or a plain Wan folder (see module docstring); offline only.
 
     ``torch_dtype`` applies to the transformer and text encoder (e.g. ``torch.bfloat16`` on GPU); the VAE stays in
-    ``vae_dtype`` (float32, as diffusers' Wan example recommends).  ``mode="recurrent"`` needs a fully converted causal
-    model.
+    ``vae_dtype`` (float32, as diffusers' Wan example recommends).  ``mode="recurrent"`` and ``"stream"`` need a fully
+    converted causal model.
     """
+    if mode not in PIPELINE_MODES:
+        raise ValueError(f"mode must be one of {PIPELINE_MODES}, got {mode!r}")
     path = Path(path).expanduser()
     if is_rehyat_checkpoint(path):
         base = check_pipeline_folder(resolve_base_model(path, base_model))
@@ -70,10 +77,29 @@ def load_pipeline(path: str | os.PathLike, *, base_model: str | os.PathLike | No
             if not is_rehyat(t):
                 raise ValueError(f"{path}: one transformer of the pipeline is ReHyAt, another is dense; convert both "
                                  f"(rehyat.wan.convert_pipeline)")
-            t.set_rehyat_mode(mode)
     elif mode != "parallel":
-        raise ValueError(f"{path} is a plain (softmax) Wan model; mode={mode!r} needs a ReHyAt checkpoint")
+        raise ValueError(f"{path} is a plain (softmax) Wan model; mode={mode!r} needs a ReHyAt model with every block "
+                         f"converted and causal attention: {LONG_VIDEO_HINT}")
+    set_pipeline_mode(pipe, mode)
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=not progress)
     return pipe
+
+
+def set_pipeline_mode(pipe, mode: str) -> None:
+    """``"parallel"`` / ``"recurrent"``: every ReHyAt transformer of ``pipe`` in that mode.  ``"stream"``: check that
+    the pipeline streams (:class:`~rehyat.wan.stream.StreamUnsupportedError` naming why not), then recurrent mode.
+    A dense pipeline takes ``"parallel"`` only."""
+    if mode not in PIPELINE_MODES:
+        raise ValueError(f"mode must be one of {PIPELINE_MODES}, got {mode!r}")
+    if mode == "stream":
+        check_streamable(pipe)
+    transformers = [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
+    if not any(is_rehyat(t) for t in transformers):
+        if mode != "parallel":
+            raise ValueError(f"mode={mode!r} needs a ReHyAt transformer with every block converted and causal "
+                             f"attention: {LONG_VIDEO_HINT}")
+        return
+    for t in transformers:
+        t.set_rehyat_mode("recurrent" if mode == "stream" else mode)

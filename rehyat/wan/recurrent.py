@@ -14,9 +14,18 @@ the timestep modulation and the cross-attention to the (shared) text tokens, the
 Hence the result equals the parallel causal forward up to float rounding, while the activations alive at any time are
 one chunk's (plus the per-layer states, whose size does not depend on the number of frames).  The only tensors that
 grow with the video are the input latent and the output, which the caller owns.
+
+**Continuing a sweep** (what streamed sampling, :mod:`rehyat.wan.stream`, does): a call may hold only some chunks of
+the video — post-patch frames ``[first_frame, first_frame + n)`` — and continue the states that the earlier chunks
+left.  Both ride in ``attention_kwargs[SWEEP_KEY]`` as a :class:`Sweep` (``sweep_kwargs(first_frame, states)``),
+because the call goes through the model's own ``forward`` (so diffusers' offload hooks see it) whose signature is
+diffusers'; ``attention_kwargs`` is the argument diffusers passes through for the attention processors, and these
+states are the processors'.  ``states`` is updated in place, so the caller keeps it for the next chunk.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
@@ -25,6 +34,22 @@ from .convert import get_rehyat_config, recurrent_unsupported_reason
 from .processor import FrameRotary, RecurrentStates
 
 Tensor = torch.Tensor
+SWEEP_KEY = "rehyat_sweep"
+
+
+@dataclass
+class Sweep:
+    """Where a recurrent call continues a longer sweep: its input holds post-patch frames ``[first_frame, ...)``
+    (a chunk boundary) and ``states`` (processor -> :class:`~rehyat.attention.HybridState`) holds what the frames
+    before left; the call updates it in place."""
+
+    first_frame: int
+    states: RecurrentStates
+
+
+def sweep_kwargs(first_frame: int, states: RecurrentStates) -> dict:
+    """``attention_kwargs`` for a transformer call that continues a sweep (see the module docstring)."""
+    return {SWEEP_KEY: Sweep(int(first_frame), states)}
 
 
 def chunk_rotary_emb(rope, first_frame: int, num_frames: int, height: int, width: int,
@@ -67,12 +92,18 @@ def recurrent_forward(transformer, hidden_states: Tensor, timestep: Tensor, enco
 
     ``chunk_frames`` defaults to the model's T_c (any value gives the same result only when it equals T_c: the
     chunking *is* the model).  Needs every block converted and ``causal=True``.  Inference only (no autograd).
+    ``attention_kwargs`` may hold only a :class:`Sweep` under :data:`SWEEP_KEY` (continue a sweep: the input is the
+    part of the video from ``first_frame`` on, ``states`` what the frames before left); without one the call is a
+    whole sweep from frame 0 with fresh states.
     """
     reason = recurrent_unsupported_reason(transformer)
     if reason:
         raise ValueError(f"recurrent forward unavailable: {reason}")
-    if attention_kwargs:
-        raise NotImplementedError("attention_kwargs (LoRA scale) are not supported by the recurrent forward")
+    extra = dict(attention_kwargs or {})
+    sweep = extra.pop(SWEEP_KEY, None)
+    if extra:
+        raise NotImplementedError(f"attention_kwargs {sorted(extra)} (e.g. a LoRA scale) are not supported by the "
+                                  f"recurrent forward")
     if timestep.ndim != 1:
         raise NotImplementedError("per-token timesteps (Wan2.2 TI2V expand_timesteps) are not supported")
     cfg = get_rehyat_config(transformer)
@@ -89,13 +120,17 @@ def recurrent_forward(transformer, hidden_states: Tensor, timestep: Tensor, enco
         text = torch.cat([text_img, text], dim=1)
     shift, scale = (transformer.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
 
+    first = sweep.first_frame if sweep is not None else 0
+    if first % tc:
+        raise ValueError(f"a continued sweep starts on a chunk boundary (a multiple of T_c={tc}), not frame {first}")
+    # one sweep's per-layer states: fresh and dropped when the call returns, or the caller's (continued sweep)
+    states: RecurrentStates = sweep.states if sweep is not None else {}
     out = None
-    states: RecurrentStates = {}  # one sweep's per-layer states; dropped when the call returns
     for f0 in range(0, ppf, tc):
         f1 = min(f0 + tc, ppf)
         x = transformer.patch_embedding(hidden_states[:, :, f0 * pt:f1 * pt])
         x = x.flatten(2).transpose(1, 2).contiguous()
-        rotary = chunk_rotary_emb(transformer.rope, f0, f1 - f0, pph, ppw, states)
+        rotary = chunk_rotary_emb(transformer.rope, first + f0, f1 - f0, pph, ppw, states)
         for block in transformer.blocks:
             x = block(x, text, timestep_proj, rotary)
         x = (transformer.norm_out(x.float()) * (1 + scale.to(x.device)) + shift.to(x.device)).type_as(x)
