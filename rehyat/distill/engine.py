@@ -131,6 +131,14 @@ def trackers_from(report_to: str) -> list[str]:
     return names
 
 
+def single_cpu_launch_of_several() -> bool:
+    """True in a process started by accelerate's simple launcher with ``--cpu`` and ``--num_processes`` > 1 (it sets
+    the rendezvous address for N > 1 but starts one python, with no WORLD_SIZE and no MPI rank variables)."""
+    env = os.environ
+    return (env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env and "WORLD_SIZE" not in env
+            and not any(k in env for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")))
+
+
 @contextmanager
 def accelerator_session(cfg, out: Path, *, prepares_model: bool):
     """An ``Accelerator`` for one run of a stage; its trackers are finished and accelerate's process-wide state is
@@ -156,6 +164,11 @@ def accelerator_session(cfg, out: Path, *, prepares_model: bool):
                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
                       step_scheduler_with_optimizer=False, fsdp_plugin=plugin,
                       kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
+    if acc.num_processes == 1 and single_cpu_launch_of_several():
+        log.warning("`accelerate launch --cpu --num_processes N` started ONE process: accelerate %s's multi-CPU "
+                    "launcher is mpirun (--mpirun_hostfile), without a hostfile it runs a single python. For N CPU "
+                    "processes use `accelerate launch --multi_gpu --num_processes N` on a machine without GPUs (gloo) "
+                    "or `torchrun --nproc_per_node N -m rehyat.distill ...`", __import__("accelerate").__version__)
     if plugin is not None and acc.distributed_type == DistributedType.MULTI_CPU:
         log.warning("FSDP on CPU: accelerate %s keeps a CPU run MULTI_CPU (DDP) whatever the plugin says; "
                     "switching its state to FSDP so the run exercises accelerate's FSDP%d code on gloo",

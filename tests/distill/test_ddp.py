@@ -123,8 +123,10 @@ def test_accelerate_launch_cpu_flag(tmp_path):
     from rehyat.wan.checkpoint import load_rehyat
 
     out = tmp_path / "s1"
-    _launch(["--cpu", "--num_processes", "2"], ["stage1", "--teacher", "tiny", "--steps", "3", "--out", str(out),
-                                                *TINY_S1])
+    proc = _launch(["--cpu", "--num_processes", "2"], ["stage1", "--teacher", "tiny", "--steps", "3", "--out",
+                                                       str(out), *TINY_S1])
     summary = json.loads((out / "summary.json").read_text())
+    if summary["world_size"] == 1:  # the user asked for 2: say so, and how to get them
+        assert "started ONE process" in proc.stderr and "--multi_gpu --num_processes N" in proc.stderr
     assert summary["finished"] and summary["world_size"] == json.loads((out / "config.json").read_text())["world_size"]
     assert load_rehyat(out / "rehyat").rehyat_config.blocks == [0, 1]
