@@ -23,9 +23,12 @@ What this worker changes around upstream's code, and nothing else (docs/evaluati
   Vchitect/VBench PR #115).  For such a dimension ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set for the call (torch's
   own switch; it only affects ``torch.load`` calls that do not pass ``weights_only``).
 - :func:`install_import_compat`: names that upstream modules import at module level but that newer numpy/torchvision
-  removed, and that the scored code never calls, are provided so that the import succeeds (each raises if called).
+  removed (or that the vbench2 wheel omits), and that the scored code never calls, are provided so that the import
+  succeeds (each raises if called).
 - :func:`default_map_location`: a ``torch.load`` without ``map_location`` of a GPU-saved checkpoint on a machine
   without CUDA is given the requested device (device only).
+- :func:`cuda_calls_to`: with a ``device`` that is not CUDA, ``Tensor.cuda()`` calls in upstream code (VBench-2.0's
+  Camera_Motion moves every video there) move the tensor to that device instead (device only).
 - :func:`single_process_view`: under torchrun the harness shards the videos itself; upstream's own sharding and
   CUDA all_gather stay off.
 """
@@ -58,9 +61,9 @@ def _jsonable(obj):
     return obj
 
 
-def _removed(name: str):
+def _removed(name: str, why: str = "was removed from this library version"):
     def missing(*_a, **_k):
-        raise NotImplementedError(f"{name} was removed from this library version; the harness only provides the name "
+        raise NotImplementedError(f"{name} {why}; the harness only provides the name "
                                   "so that an upstream module imports (docs/evaluation.md)")
 
     missing.__name__ = name.rsplit(".", 1)[-1]
@@ -73,6 +76,10 @@ def install_import_compat() -> list[str]:
     - ``numpy.lib.function_base.disp`` (removed in numpy 2): imported by UMT's Kinetics dataset module, which
       ``vbench.human_action`` pulls in through ``vbench.third_party.umt.datasets``.
     - ``torchvision.io.write_video`` (removed in torchvision 0.25+): imported by ``vbench2.utils`` for clip splitting.
+    - ``vbench2.third_party.cotracker.utils.visualizer.Visualizer``: imported by Camera_Motion, Human_Identity and
+      Multi-View_Consistency to draw tracks when ``save_video=True``, which their compute functions never pass; the
+      vbench2 0.1.1 wheel ships ``third_party/cotracker`` without its Python code (a source checkout has it, and then
+      nothing is provided).
 
     Returns the names provided (none when the installed versions still have them)."""
     added = []
@@ -97,7 +104,31 @@ def install_import_compat() -> list[str]:
             added.append("torchvision.io.write_video")
     except ImportError:
         pass
+    added += _wheel_omitted_visualizer()
     return added
+
+
+VISUALIZER = "vbench2.third_party.cotracker.utils.visualizer"
+
+
+def _wheel_omitted_visualizer() -> list[str]:
+    """Provide ``Visualizer`` (raises if called) when the installed vbench2 lacks ``third_party/cotracker/utils``.
+    Found by file (``find_spec`` of the top-level name does not run ``vbench2/__init__``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vbench2")
+    if spec is None or not spec.origin or VISUALIZER in sys.modules:
+        return []
+    here = os.path.join(os.path.dirname(spec.origin), "third_party", "cotracker", "utils", "visualizer.py")
+    if os.path.exists(here):
+        return []
+    pkg = types.ModuleType(VISUALIZER.rsplit(".", 1)[0])
+    pkg.__path__ = []  # a package with no files: nothing else imports from it
+    mod = types.ModuleType(VISUALIZER)
+    mod.Visualizer = _removed(VISUALIZER + ".Visualizer", "is not in the vbench2 wheel (no third_party code)")
+    pkg.visualizer = mod
+    sys.modules[pkg.__name__], sys.modules[mod.__name__] = pkg, mod
+    return [VISUALIZER + ".Visualizer"]
 
 
 @contextlib.contextmanager
@@ -118,6 +149,27 @@ def default_map_location(device: str):
         yield
     finally:
         torch.load = real
+
+
+@contextlib.contextmanager
+def cuda_calls_to(device: str):
+    """While active, ``Tensor.cuda()`` moves the tensor to ``device`` when that is not a CUDA device (VBench-2.0's
+    Camera_Motion calls ``video.cuda()`` whatever device it was given); with a CUDA device nothing changes."""
+    if str(device).startswith("cuda"):
+        yield
+        return
+    import torch
+
+    real = torch.Tensor.cuda
+
+    def to_device(self, *_args, **_kwargs):
+        return self.to(device)
+
+    torch.Tensor.cuda = to_device
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda = real
 
 
 VICLIP_VOCAB = os.path.join("ViCLIP", "bpe_simple_vocab_16e6.txt.gz")
@@ -191,7 +243,7 @@ def run_job(job: dict) -> dict:
         os.chdir(os.path.dirname(os.path.dirname(importlib.import_module(package).__file__)))
     during = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if job.get("trusted_checkpoints") else {}
     try:
-        with _env(during), single_process_view():
+        with _env(during), single_process_view(), cuda_calls_to(job.get("device", "cpu")):
             score, video_results = fn(job["full_info"], job.get("device", "cpu"), job.get("submodules"),
                                       **job.get("kwargs", {}))
     finally:

@@ -92,25 +92,31 @@ _LLAVA_WHY = ("never run here: needs LLaVA-NeXT's `llava` package (GitHub only; 
               + _CUDA)
 NOT_EXERCISED = {
     "Human_Anatomy": "never run here: " + _NO_CODE.format(what="third_party/ViTDetector and YOLO-World") + _CUDA,
-    "Human_Identity": "never run here: " + _NO_CODE.format(what="third_party/arcface and cotracker") + _CUDA,
-    "Camera_Motion": "never run here: " + _NO_CODE.format(what="third_party/cotracker") + "; CoTracker's hub code "
-                     "comes from GitHub" + _CUDA,
-    "Multi-View_Consistency": "never run here: " + _NO_CODE.format(what="third_party/cotracker, Dense_match and RAFT")
-                              + _CUDA,
+    "Human_Identity": "never run here: " + _NO_CODE.format(what="third_party/arcface (its resnet_face18 embeds every "
+                                                                "face)") + ", and RetinaFace's `retinaface` (PyPI: "
+                      "retinaface-pytorch) is not installed" + _CUDA,
+    "Multi-View_Consistency": "never run here: " + _NO_CODE.format(what="third_party/Dense_match and RAFT (both on "
+                                                                        "its scored path)") + _CUDA,
     "Instance_Preservation": "never run here: needs mmdet/mmyolo with YOLO-World (GitHub only) and "
                              + _NO_CODE.format(what="third_party/YOLO-World") + _CUDA,
     **{d: _LLAVA_WHY for d in _LLAVA_ONLY},
     **{d: _LLAVA_WHY.replace("weights", "and Qwen2.5-7B-Instruct weights") for d in _LLAVA_QWEN},
 }
 EXERCISED = {"Diversity": "random-init torchvision VGG19 == vbench2's own VBench2.evaluate (CPU), per prompt and "
-                          "aggregate"}
+                          "aggregate",
+             "Camera_Motion": "random-init CoTracker2 through co-tracker's torch-hub code (vendored in the test) == "
+                              "vbench2's own VBench2.evaluate (CPU; its video.cuda() moved to --device), per video and "
+                              "aggregate"}
+# run on --device cpu: Diversity takes the device; Camera_Motion hard-codes CUDA only as `video.cuda()`, which the
+# worker moves to --device (upstream_worker.cuda_calls_to)
+_CPU_OK = {"Diversity", "Camera_Motion"}
 
 _GPU_GB = {"Human_Anatomy": 5, "Human_Identity": 2, "Diversity": 28, "Camera_Motion": 18, "Multi-View_Consistency": 18,
            "Instance_Preservation": 3, **{d: 38 for d in _LLAVA_ONLY}, **{d: 50 for d in _LLAVA_QWEN}}
 
 DIMENSIONS = {
     n: Dimension(n, "vbench2", f"VBench-2.0 {n.replace('_', ' ')}", _CAT[n], _artifacts(n), (),
-                 needs_gpu=(n != "Diversity"), gpu_mem_gb=_GPU_GB[n], custom_input=n in _CUSTOM_OK,
+                 needs_gpu=n not in _CPU_OK, gpu_mem_gb=_GPU_GB[n], custom_input=n in _CUSTOM_OK,
                  offline_capable=False, aggregation="set", exercised=EXERCISED.get(n),
                  not_exercised=NOT_EXERCISED.get(n), extras={"per_prompt": n == "Diversity"})
     for n in [d for dims in V2_CATEGORIES.values() for d in dims]

@@ -39,6 +39,7 @@ class ArchCache:
             "viclip": lambda: N.viclip(self.vb),
             "dino": lambda: N.dino(self.vb, self.th),
             "vgg19": lambda: N.vgg19(self.th),
+            "cotracker2": lambda: N.cotracker2(self.th),
         }
         for name in names:
             if name not in self._built:

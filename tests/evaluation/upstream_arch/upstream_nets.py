@@ -4,9 +4,9 @@ check, never a quality number.
 
 Each builder instantiates the architecture from the code that ships with the installed packages (vbench's
 ``third_party`` RAFT / AMT / UMT / ViCLIP, openai-clip's ``CLIP``, pyiqa's ``MUSIQ``, torchvision's VGG19, DINO's hub
-code vendored in ``dino_hub/``) with its own initialisation under a fixed seed, and saves it in the layout the
-upstream loader reads.  Where the loader infers the architecture from the state dict (CLIP's ``build_model``), the
-smallest configuration it accepts is used; everything else is the full-size network.
+code vendored in ``dino_hub/``, co-tracker's in ``cotracker_hub/``) with its own initialisation under a fixed seed,
+and saves it in the layout the upstream loader reads.  Where the loader infers the architecture from the state dict
+(CLIP's ``build_model``), the smallest configuration it accepts is used; everything else is the full-size network.
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ DINO_REPO = "dino_model/facebookresearch_dino_main"
 DINO_HUB_CKPT = "hub/checkpoints/dino_vitbase16_pretrain.pth"  # under $TORCH_HOME (DINO's hubconf reads it there)
 DINO_LOCAL_CKPT = "dino_model/dino_vitbase16_pretrain.pth"  # where upstream's local-mode init_submodules checks
 VGG19_PATH = "hub/checkpoints/vgg19-dcbb9e9d.pth"  # under $TORCH_HOME
+COTRACKER_REPO = "hub/facebookresearch_co-tracker_main"  # under $TORCH_HOME (torch.hub's cache of the GitHub repo)
+COTRACKER2_CKPT = "hub/checkpoints/cotracker2.pth"  # under $TORCH_HOME (the hubconf's load_state_dict_from_url)
 
 
 @contextmanager
@@ -261,3 +263,35 @@ def vgg19(torch_home: Path) -> Path:
     with seeded(9):
         model = build(weights=None)
     return _save(model.state_dict(), torch_home / VGG19_PATH)
+
+
+def cotracker2(torch_home: Path) -> Path:
+    """CoTracker2 (stride 4, window 8: what the hubconf's ``cotracker2`` builds), full size, from the vendored hub code
+    copied to where torch.hub caches the GitHub repo; the state dict goes where the hubconf loads it from.
+
+    The two coordinate rows of its flow head (the update transformer's last linear layer: per-iteration track
+    deltas, then feature deltas) are zeroed, so tracks stay exactly on their grid points and upstream classifies the
+    camera as "static" whatever the video; a random tracker's sub-pixel deltas, which upstream truncates to whole
+    pixels, give a class that depends on rounding (e.g. "pan_left"), so which label matches would be chance.
+    Everything else (features, correlations, transformer, feature updates, visibility) runs as initialised."""
+    import sys
+
+    repo = torch_home / COTRACKER_REPO
+    if not repo.is_dir():
+        shutil.copytree(HERE / "cotracker_hub", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] == "cotracker"}
+    sys.path.insert(0, str(HERE / "cotracker_hub"))
+    try:
+        from cotracker.models.core.cotracker.cotracker import CoTracker2
+
+        with seeded(10):
+            model = CoTracker2(stride=4, window_len=8)
+    finally:
+        sys.path.remove(str(HERE / "cotracker_hub"))
+        for k in [k for k in sys.modules if k.split(".")[0] == "cotracker"]:
+            del sys.modules[k]  # torch.hub imports the package from the cached repo
+        sys.modules.update(saved)
+    sd = model.state_dict()
+    for k in ("updateformer.flow_head.weight", "updateformer.flow_head.bias"):
+        sd[k][:2] = 0.0  # output = [delta x, delta y, delta features...] (cotracker.py: delta[..., :2])
+    return _save(sd, torch_home / COTRACKER2_CKPT)
