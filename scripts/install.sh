@@ -27,6 +27,12 @@ fi
 if [ "${1:-}" = "--test" ]; then
   # the optional 'export' extra (onnx, onnxscript, onnxruntime): tests/export exports and runs the chunk-step graphs
   $PIP install -q --no-warn-conflicts -e ".[export]"
+  # the optional 'executorch' extra (tests/export/test_export_executorch.py; ~10 s, ~160 MB): executorch 1.5.1 requires
+  # coremltools, scikit-learn, hypothesis, expecttest, parameterized, kgb, hydra-core, pytorch-tokenizers, ... that
+  # its export (exir, XNNPACK partitioner) and runtime paths never import; install it without dependencies, then the
+  # rest of the extra (pyproject.toml): what those paths do import
+  $PIP install -q --no-deps --no-warn-conflicts executorch==1.5.1
+  $PIP install -q --no-warn-conflicts "torchao>=0.18,<0.19" "ruamel.yaml>=0.17" "tabulate>=0.9" "flatbuffers>=24"
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
