@@ -121,8 +121,7 @@ def exported_stream_video(export_dir: str | os.PathLike, prompt: str, seed: int,
     it is decoded.  Frame size and text length are the export's (sidecar).  ``pipe``: the host pipeline
     (:func:`load_host_pipeline` of the sidecar's model by default).  Same inputs and frames as
     :func:`rehyat.wan.stream.stream_video` with ``generator = torch.Generator("cpu").manual_seed(seed)``."""
-    from rehyat.wan.stream import (ChunkNoise, StreamingWanDecoder, _denormalise, latent_chunks,
-                                   scheduler_unsupported_reason, to_uint8)
+    from rehyat.wan.stream import ChunkNoise, latent_chunks, sample_chunks, scheduler_unsupported_reason
 
     step = step or ExportedTransformerStep(export_dir, threads=threads)
     side = step.sidecar
@@ -144,29 +143,19 @@ def exported_stream_video(export_dir: str | os.PathLike, prompt: str, seed: int,
     latent_f = (num_frames - 1) // pipe.vae_scale_factor_temporal + 1
     noise = ChunkNoise((1, geo["in_channels"], latent_f, geo["latent_height"], geo["latent_width"]),
                        torch.Generator("cpu").manual_seed(int(seed)))
-    decoder = StreamingWanDecoder(pipe.vae)
     cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}  # (step, CFG branch) -> every layer's state
     chunks = latent_chunks(latent_f, step.chunk_frames)
-    first_frame = 0
-    for ci, (f0, f1) in enumerate(chunks):
-        scheduler = copy.deepcopy(template)
-        latents = noise.frames(f0, f1)
-        for i, t in enumerate(template.timesteps):
-            preds = []
-            for b, text in enumerate(branches):
-                pred, cache[(i, b)] = step(latents, t, text, f0, cache.get((i, b)) or step.zero_states())
-                preds.append(torch.from_numpy(pred))
-            noise_pred = preds[1] + guidance_scale * (preds[0] - preds[1]) if cfg else preds[0]
-            latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-            if on_step:
-                on_step(ci, i)
-        video = decoder.decode(_denormalise(pipe.vae, latents))
-        frames = to_uint8(pipe.video_processor.postprocess_video(video, output_type="np")[0])
+
+    def predict(chunk, i, b, t, latents, text):
+        pred, cache[(i, b)] = step(latents, t, text, chunks[chunk][0], cache.get((i, b)) or step.zero_states())
+        return torch.from_numpy(pred)
+
+    for ci, first_frame, latents, frames in sample_chunks(pipe, chunks, noise, template, branches, predict,
+                                                          lambda t: guidance_scale, on_step=on_step):
         if frames.shape[1:3] != (px["height"], px["width"]):
             raise RuntimeError(f"decoded frames {frames.shape[1:3]} != the export's {px['height']}x{px['width']}")
-        yield ExportedChunk(ci, len(chunks), (f0, f1), first_frame, frames, latents[0].to(torch.float32),
-                        sum(a.nbytes for e in cache.values() for a in e.values()))
-        first_frame += frames.shape[0]
+        yield ExportedChunk(ci, len(chunks), chunks[ci], first_frame, frames, latents[0].to(torch.float32),
+                            sum(a.nbytes for e in cache.values() for a in e.values()))
 
 
 def exported_sample(export_dir, prompt: str, seed: int, **kw):

@@ -445,7 +445,6 @@ def stream_video(pipe, prompt: str, seed: int, *, num_frames: int, height: int, 
     experts = pipeline_transformers(pipe)
     main = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
     device = pipe._execution_device
-    vae = pipe.vae
     plan = plan_stream(pipe, num_frames=num_frames, height=height, width=width,
                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, placement=state_cache)
     if on_plan:
@@ -465,7 +464,6 @@ def stream_video(pipe, prompt: str, seed: int, *, num_frames: int, height: int, 
     template = copy.deepcopy(pipe.scheduler)
     template.set_timesteps(num_inference_steps, device=device)
     template.set_begin_index(0)
-    timesteps = template.timesteps
     boundary = (pipe.config.boundary_ratio * template.config.num_train_timesteps
                 if pipe.config.boundary_ratio is not None else None)
 
@@ -475,46 +473,65 @@ def stream_video(pipe, prompt: str, seed: int, *, num_frames: int, height: int, 
              width // pipe.vae_scale_factor_spatial)
     noise = ChunkNoise(shape, torch.Generator("cpu").manual_seed(int(seed)))
     cache = StepStateCache(state_cache, device)
-    decoder = StreamingWanDecoder(vae)
-    vae_device = _vae_device(vae)
     modes = {n: t.rehyat_mode for n, t in experts.items()}
-    first_frame = 0
+
+    def expert(t):  # WanPipeline's expert choice (Wan2.2 A14B: high-noise expert above the boundary)
+        high = boundary is None or t >= boundary
+        return (pipe.transformer, guidance_scale) if high else (pipe.transformer_2, guidance_scale_2)
+
+    def predict(chunk, i, b, t, latents, text):
+        f0 = plan.chunks[chunk][0]
+        with cache.use(i, b) as states:
+            x = latents.to(dtype)
+            return expert(t)[0](hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=text,
+                                attention_kwargs=sweep_kwargs(f0, states), return_dict=False)[0]
+
     try:
         for t in experts.values():
             t.set_rehyat_mode("recurrent")
-        for ci, (f0, f1) in enumerate(plan.chunks):
-            scheduler = copy.deepcopy(template)  # this chunk's own multistep history
-            latents = noise.frames(f0 * pt, f1 * pt).to(device)
-            for i, t in enumerate(timesteps):
-                # WanPipeline's expert choice (Wan2.2 A14B: high-noise expert above the boundary)
-                high = boundary is None or t >= boundary
-                model, g = (pipe.transformer, guidance_scale) if high else (pipe.transformer_2, guidance_scale_2)
-                x = latents.to(dtype)
-                ts = t.expand(x.shape[0])
-                preds = []
-                for b, text in enumerate(branches):
-                    with cache.use(i, b) as states:
-                        preds.append(model(hidden_states=x, timestep=ts, encoder_hidden_states=text,
-                                           attention_kwargs=sweep_kwargs(f0, states), return_dict=False)[0])
-                noise_pred = preds[0]
-                if cfg:
-                    noise_pred = preds[1] + g * (preds[0] - preds[1])
-                latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-                del preds, noise_pred, x
-                if on_step:
-                    on_step(ci, i)
-            video = decoder.decode(_denormalise(vae, latents.to(vae_device)))
-            frames = to_uint8(pipe.video_processor.postprocess_video(video, output_type="np")[0])
-            del video
-            yield StreamChunk(index=ci, num_chunks=len(plan.chunks), latent_frames=(f0 * pt, f1 * pt),
+        latent_ranges = [(f0 * pt, f1 * pt) for f0, f1 in plan.chunks]
+        for ci, first_frame, latents, frames in sample_chunks(
+                pipe, latent_ranges, noise, template, branches, predict, lambda t: expert(t)[1], device=device,
+                on_step=on_step):
+            yield StreamChunk(index=ci, num_chunks=len(plan.chunks), latent_frames=latent_ranges[ci],
                               first_frame=first_frame, frames=frames, latents=latents[0].to("cpu", torch.float32),
                               cache_bytes=cache.nbytes())
-            first_frame += frames.shape[0]
-            del latents, scheduler
     finally:
         for n, t in experts.items():
             t.set_rehyat_mode(modes[n])
         pipe.maybe_free_model_hooks()
+
+
+def sample_chunks(pipe, latent_ranges: list[tuple[int, int]], noise: "ChunkNoise", template, branches: list,
+                  predict: Callable, guidance: Callable, *, device="cpu",
+                  on_step: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, int, Tensor, np.ndarray]]:
+    """The stream schedule itself, whatever runs the transformer: for each latent range ``(f0, f1)``, the chunk's
+    noise goes through every timestep of ``template`` (a scheduler after ``set_timesteps``, copied per chunk) and
+    every CFG branch (``branches``: text embeddings, cond first), then through ``pipe.vae``'s streaming decode.
+
+    ``predict(chunk, step, branch, t, latents, text)`` returns the noise prediction ``[1, C, f, h, w]`` (and keeps
+    whatever per-(step, branch) state it needs); ``guidance(t)`` the CFG scale at ``t``.  Yields ``(chunk index,
+    first video frame, final latents [1, C, f, h, w], uint8 frames [t, H, W, 3])``; a chunk's tensors are dropped
+    when the next one starts."""
+    decoder = StreamingWanDecoder(pipe.vae)
+    vae_device = _vae_device(pipe.vae)
+    first_frame = 0
+    for ci, (f0, f1) in enumerate(latent_ranges):
+        scheduler = copy.deepcopy(template)  # this chunk's own multistep history
+        latents = noise.frames(f0, f1).to(device)
+        for i, t in enumerate(template.timesteps):
+            preds = [predict(ci, i, b, t, latents, text) for b, text in enumerate(branches)]
+            noise_pred = preds[1] + guidance(t) * (preds[0] - preds[1]) if len(preds) > 1 else preds[0]
+            latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+            del preds, noise_pred
+            if on_step:
+                on_step(ci, i)
+        video = decoder.decode(_denormalise(pipe.vae, latents.to(vae_device)))
+        frames = to_uint8(pipe.video_processor.postprocess_video(video, output_type="np")[0])
+        del video
+        yield ci, first_frame, latents, frames
+        first_frame += frames.shape[0]
+        del latents, scheduler
 
 
 def _vae_device(vae) -> torch.device:
@@ -536,4 +553,4 @@ def latent_chunks(num_latent_frames: int, chunk_frames: int) -> list[tuple[int, 
 __all__ = ["ChunkNoise", "LONG_VIDEO_HINT", "PLACEMENTS", "STREAM_SCHEDULERS", "StepStateCache", "StreamChunk",
            "StreamPlan", "StreamUnsupportedError", "StreamingWanDecoder", "check_streamable", "latent_chunks",
            "layer_state_bytes", "pipeline_transformers", "plan_stream", "register_stream_scheduler",
-           "scheduler_unsupported_reason", "stream_unsupported_reason", "stream_video", "to_uint8"]
+           "sample_chunks", "scheduler_unsupported_reason", "stream_unsupported_reason", "stream_video", "to_uint8"]
