@@ -17,9 +17,10 @@ Parameter counts at Wan2.1-1.3B shape (12 heads x 128), one map (a converted blo
 Layout: the per-head matrices run as one batched GEMM over heads on a *head-major* view of ``[B, N, H, D]`` (a strided
 view, no copy), and the result is returned as a ``[B, N, H, F]`` view of head-major storage — the layout the op's
 per-head matmuls read in place — so no layout copy is made between Wan's ``[B, N, H, D]``, the maps and the kernels.
-Without autograd the polynomial map runs in row tiles that stay in cache: GEMM, activation (in place), GEMM straight
-into the output, non-negativity and powers in place (``benchmarks/feature_maps.py``: at N = 32,760, 12 heads,
-128 -> 256 -> 256 it runs at >= 80 % of the rate of its two bare ``bmm`` calls; the einsum form ran at 40 %).
+On CPU without autograd the polynomial map runs in per-head row tiles that stay in cache: GEMM with its bias,
+activation in place, GEMM straight into the output, non-negativity and powers in place (``benchmarks/feature_maps.py``
+at N = 32,760, 12 heads, 128 -> 256 -> 256: 0.82-0.86 of the rate of its two bare ``bmm`` calls; the einsum form ran
+at 0.40).  Autograd and other devices use the batched form (one GEMM per layer over all heads).
 """
 
 from __future__ import annotations
@@ -120,13 +121,31 @@ class PerHeadLinear(nn.Module):
 
 
 _NONNEG: dict[str, Callable[[Tensor], Tensor]] = {"softplus": F.softplus, "relu": F.relu, "exp": torch.exp}
-# In-place forms for the inference path (aten ops: F.gelu / F.softplus have no inplace flag).
-_NONNEG_INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
-    "softplus": lambda t: torch.ops.aten.softplus.out(t, 1, 20, out=t), "relu": torch.relu_, "exp": torch.exp_}
+
+
+def softplus_exp_log_(x: Tensor, scratch: Tensor) -> Tensor:
+    """``softplus(x)`` in place as ``max(x, 0) + log(1 + exp(-|x|))``; ``scratch``: a tensor of x's shape.
+
+    Why not ``F.softplus`` / ``torch.log1p``: on some installs the fp32 log1p/expm1 kernels of ATen's CPU build run
+    10-20x slower than exp and log (measured with byte-identical torch builds in two venvs of this machine, cause not
+    found; docs/attention.md), and softplus is built on log1p.  exp and log run at full speed in both, so this form is
+    robust.  Exact up to the fp32 rounding of ``1 + exp(-|x|)``: absolute error <= 1.2e-7 (relative only for x < -16,
+    where softplus(x) < 1.2e-7 itself).  Finite for every finite x (no overflow: the exponent is <= 0).
+    """
+    e = torch.abs(x, out=scratch).neg_().exp_().add_(1).log_()
+    return x.clamp_min_(0).add_(e)
+
+
+# In-place forms for the CPU inference path, ``(x, scratch) -> x`` (aten ops: F.gelu / F.softplus have no inplace flag).
+_NONNEG_INPLACE: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "softplus": softplus_exp_log_, "relu": lambda t, _: torch.relu_(t), "exp": lambda t, _: torch.exp_(t)}
 _ACT_INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": torch.ops.aten.gelu_, "relu": torch.relu_, "silu": lambda t: F.silu(t, inplace=True),
     "tanh": torch.tanh_, "sigmoid": torch.sigmoid_}
-TILE_ROWS = 2048  # rows per head of one inference tile (512 and 1024 ran at 0.75-0.76 of the bmm rate, 2048 at 0.85)
+# Rows of one head per inference tile: the hidden and output tiles (2 x 1024 x 256 fp32 = 2 MiB) stay in cache
+# between the GEMM that writes them and the elementwise passes that follow (benchmarks/feature_maps.py: per-head
+# tiles of 1024-2048 rows ran at 0.82-0.86 of the bare bmm rate; whole-head-batch tiles at 0.76-0.80).
+TILE_ROWS = 1024
 
 
 @register_feature_map("polynomial")
@@ -161,27 +180,49 @@ class PolynomialFeatureMap(FeatureMap):
 
     def forward(self, x: Tensor) -> Tensor:
         xt, alpha = head_major(x), self.head_dim ** -0.25
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            psi = self._nonneg(self.fc2.head_major_forward(self._act(self.fc1.head_major_forward(xt, alpha))))
-            parts = psi.chunk(self.degree, dim=-1)
-            return from_head_major(torch.cat([p.pow(i + 1) for i, p in enumerate(parts)], dim=-1), x)
-        return from_head_major(self._forward_tiles(xt, alpha), x)
+        if x.device.type == "cpu" and not (torch.is_grad_enabled() and (
+                x.requires_grad or any(p.requires_grad for p in self.parameters()))):
+            return from_head_major(self._forward_cpu_tiles(xt, alpha), x)
+        # autograd, and every non-CPU device (one batched GEMM per layer; fused elementwise kernels)
+        psi = self._nonneg(self.fc2.head_major_forward(self._act(self.fc1.head_major_forward(xt, alpha))))
+        parts = psi.chunk(self.degree, dim=-1)
+        return from_head_major(torch.cat([p.pow(i + 1) for i, p in enumerate(parts)], dim=-1), x)
 
     @torch.no_grad()
-    def _forward_tiles(self, xt: Tensor, alpha: float) -> Tensor:
-        """Inference: [H, M, D] -> [H, M, F] in row tiles; every elementwise step in place on a cache-resident tile."""
+    def _forward_cpu_tiles(self, xt: Tensor, alpha: float) -> Tensor:
+        """CPU inference: [H, M, D] -> [H, M, F] in per-head row tiles that stay in cache.
+
+        Per tile: ``addmm`` (bias inside the GEMM, alpha folded into the weight) into a reused hidden buffer,
+        activation in place, ``addmm`` straight into the output rows, non-negativity and powers in place.  Reused
+        buffers: no page faults after the first tile.  (``baddbmm`` with a bias copies the broadcast bias into its
+        output first and ran the map at 0.50 of the bmm rate.)
+        """
         act = _ACT_INPLACE.get(self.activation)
         nonneg = _NONNEG_INPLACE[self.output_activation]
-        out = xt.new_empty(xt.shape[0], xt.shape[1], self.feature_dim)
+        heads, rows = xt.shape[0], xt.shape[1]
+        w1 = self.fc1.weight.to(xt.dtype) * alpha
+        w2 = self.fc2.weight.to(xt.dtype)
+        b1 = None if self.fc1.bias is None else self.fc1.bias.to(xt.dtype)
+        b2 = None if self.fc2.bias is None else self.fc2.bias.to(xt.dtype)
+        out = xt.new_empty(heads, rows, self.feature_dim)
+        tile = min(TILE_ROWS, rows)
+        hidden, scratch = xt.new_empty(tile, self.hidden_dim), xt.new_empty(tile, self.feature_dim)
         part = self.feature_dim // self.degree
-        for m0 in range(0, xt.shape[1], TILE_ROWS):
-            h = self.fc1.head_major_forward(xt[:, m0:m0 + TILE_ROWS], alpha)
-            h = act(h) if act is not None else self._act(h)
-            o = self.fc2.head_major_forward(h, out=out[:, m0:m0 + TILE_ROWS])
-            nonneg(o)
-            for i in range(1, self.degree):
-                o[..., i * part:(i + 1) * part].pow_(i + 1)
+        for m0 in range(0, rows, tile):
+            m1 = min(rows, m0 + tile)
+            for i in range(heads):
+                h = _affine(xt[i, m0:m1], w1[i], None if b1 is None else b1[i], hidden[:m1 - m0])
+                h = act(h) if act is not None else hidden[:m1 - m0].copy_(self._act(h))
+                o = _affine(h, w2[i], None if b2 is None else b2[i], out[i, m0:m1])
+                nonneg(o, scratch[:m1 - m0])
+                for p in range(1, self.degree):
+                    o[:, p * part:(p + 1) * part].pow_(p + 1)
         return out
+
+
+def _affine(x: Tensor, w: Tensor, b: Tensor | None, out: Tensor) -> Tensor:
+    """``x w + b`` into ``out``.  x: [M, I], w: [I, O], b: [O] or None, out: [M, O]."""
+    return torch.mm(x, w, out=out) if b is None else torch.addmm(b, x, w, out=out)
 
 
 @register_feature_map("hedgehog")

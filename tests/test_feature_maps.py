@@ -95,6 +95,38 @@ def test_polynomial_fast_paths_match_reference(shape, degree):
         torch.testing.assert_close(a, w, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softplus_exp_log_matches_softplus_at_every_magnitude(dtype):
+    """The CPU inference path's softplus form against log1p's: absolute error at the fp rounding of 1 + exp(-|x|),
+    finite and exact (= x) far out, no overflow at +-1e4."""
+    import torch.nn.functional as F
+
+    from rehyat.feature_maps import softplus_exp_log_
+
+    x = torch.cat([torch.linspace(-120, 120, 4001, dtype=dtype), torch.tensor([-1e4, -30, 0, 30, 1e4], dtype=dtype)])
+    got = softplus_exp_log_(x.clone(), torch.empty_like(x))
+    xd = x.double()
+    want = xd.clamp_min(0) + torch.log1p(torch.exp(-xd.abs()))  # exact form (F.softplus returns x above 20)
+    torch.testing.assert_close(F.softplus(xd), want, atol=3e-9, rtol=0)
+    eps = torch.finfo(dtype).eps
+    assert torch.isfinite(got).all() and (got >= 0).all()
+    torch.testing.assert_close(got.double(), want, atol=eps, rtol=eps)
+
+
+@pytest.mark.parametrize("activation, output_activation", [("gelu", "relu"), ("silu", "exp"), ("elu", "softplus")],
+                         ids=["gelu-relu", "silu-exp", "elu(out of place)-softplus"])
+def test_polynomial_cpu_tiles_match_batched_form_for_other_activations(activation, output_activation):
+    from rehyat.feature_maps import TILE_ROWS
+
+    torch.manual_seed(0)
+    phi = build_feature_map("polynomial", 3, 8, hidden_dim=16, feature_dim=8, activation=activation,
+                            output_activation=output_activation).double()
+    x = torch.randn(1, TILE_ROWS + 17, 3, 8, dtype=torch.float64)  # two tiles, the second ragged
+    with torch.no_grad():
+        fast = phi(x)
+    torch.testing.assert_close(fast, phi(x.clone().requires_grad_()).detach(), atol=1e-12, rtol=1e-12)
+
+
 def test_hedgehog_matches_reference():
     torch.manual_seed(0)
     phi = build_feature_map("hedgehog", 2, 8, feature_dim=12).double()
