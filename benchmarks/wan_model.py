@@ -54,6 +54,8 @@ from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, Wan
 from rehyat.wan.convert import convert_wan_to_rehyat, revert_to_softmax, set_rehyat_mode  # noqa: E402
 from rehyat.wan.memory import measure_peak, rss_supported  # noqa: E402
 from rehyat.config import ReHyAtConfig  # noqa: E402
+from rehyat.cost import FeatureMapSpec, VideoShape, WanConfig, wan_block_flops, wan_model_flops  # noqa: E402
+from rehyat.feature_maps import feature_map_output_dim  # noqa: E402
 from rehyat.wan.processor import FrameRotary, ReHyAtWanAttnProcessor  # noqa: E402
 
 WAN_1P3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
@@ -152,8 +154,9 @@ def bench_block(args, device, dtype, records):
                     return block(x, text, temb, rotary)
 
             warmup = args.warmup if frames == args.frames[0] else 0  # first-call costs are per process/variant
-            ms, spread, pk = run_and_measure(fn, device, args.repeats, warmup)
-            rows.append((name, frames, t_lat, n, ms, pk))
+            ms, spread, pk = run_and_measure(fn, device, args.repeats, warmup, tracker=args.block_tracker)
+            phi_ms = None if causal is None else time_features(proc, n, device, dtype)
+            rows.append((name, frames, t_lat, n, ms, pk, phi_ms, block_flops_ratio(args, frames, causal)))
             print(f"  block {name:28s} frames {frames:4d} (T={t_lat:3d}, N={n:6d}): {ms:9.1f} ms  "
                   + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items() if k != "min_ms"), flush=True)
             records.append(record(args, name, "latency_ms", ms, "block", frames, dict(latency_spread_ms=spread)))
@@ -162,13 +165,58 @@ def bench_block(args, device, dtype, records):
                     records.append(record(args, name, "peak_mem_bytes", v, "block", frames, dict(method=k)))
     print("\n### Per block (1.3B width)\n")
     keys = [k for k in rows[0][5] if k not in ("output", "min_ms")]
-    print("| variant | frames | latent T | tokens | median ms | min ms | "
-          + " | ".join(f"peak {k} MiB" for k in keys) + " |")
-    print("|---|---|---|---|---|---|" + "---|" * len(keys))
-    for name, frames, t_lat, n, ms, pk in rows:
-        print(f"| {name} | {frames} | {t_lat} | {n} | {ms:,.1f} | {pk['min_ms']:,.1f} | "
-              + " | ".join(mib(pk[k]) for k in keys) + " |")
+    print("| variant | frames | latent T | tokens | median ms | min ms | speedup vs softmax | FLOPs ratio | "
+          "speedup / ratio | phi_q + phi_k ms (share) | " + " | ".join(f"peak {k} MiB" for k in keys) + " |")
+    print("|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(keys))
+    dense = {frames: ms for name, frames, _, _, ms, *_ in rows if name == "softmax"}
+    for name, frames, t_lat, n, ms, pk, phi_ms, ratio in rows:
+        speedup = dense[frames] / ms
+        phi = "—" if phi_ms is None else f"{phi_ms:,.0f} ({phi_ms / ms:.1%})"
+        print(f"| {name} | {frames} | {t_lat} | {n} | {ms:,.1f} | {pk['min_ms']:,.1f} | {speedup:.2f} | {ratio:.3f} | "
+              f"{speedup / ratio:.2f} | {phi} | " + " | ".join(mib(pk[k]) for k in keys) + " |")
     del block
+
+
+def time_features(proc, n, device, dtype) -> float:
+    """ms of one ``phi_q(q), phi_k(k)`` call at the block's shape (random post-RoPE-like inputs), no autograd."""
+    q, k = (torch.randn(1, n, HEADS, HEAD_DIM, device=device, dtype=dtype) for _ in range(2))
+    with torch.no_grad():
+        sync(device)
+        t0 = time.perf_counter()
+        proc.features(q, k)
+        sync(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _cost_inputs(args, frames):
+    phi = (FeatureMapSpec.polynomial(HEAD_DIM) if args.feature_map == "polynomial"
+           else FeatureMapSpec.parameter_free() if args.feature_map in ("relu", "elu1") else None)
+    return (WanConfig(), VideoShape(frames, args.height, args.width), phi,
+            feature_map_output_dim(args.feature_map, HEAD_DIM))
+
+
+def block_flops_ratio(args, frames, causal) -> float:
+    """The cost model's dense / converted FLOPs of one block (1.0 for the dense block itself)."""
+    if causal is None:
+        return 1.0
+    cfg, video, phi, f = _cost_inputs(args, frames)
+    spec = ReHyAtConfig(chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames, causal=causal,
+                        feature_map=args.feature_map)
+    return (wan_block_flops(cfg, video).flops
+            / wan_block_flops(cfg, video, spec, feature_map=phi, feature_dim=f).flops)
+
+
+def model_flops_ratio(args, frames, converted: int, causal: bool) -> float:
+    """Dense / converted FLOPs of the whole model with its last ``converted`` blocks converted."""
+    if converted == 0:
+        return 1.0
+    cfg, video, phi, f = _cost_inputs(args, frames)
+    cfg = WanConfig(num_layers=args.layers)
+    spec = ReHyAtConfig(chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames, causal=causal,
+                        feature_map=args.feature_map)
+    blocks = {i: spec for i in range(args.layers - converted, args.layers)}
+    return (wan_model_flops(cfg, video).flops
+            / wan_model_flops(cfg, video, blocks, feature_map=phi, feature_dim=f).flops)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,7 +263,7 @@ def bench_model(args, device, dtype, records):
 
             ms, spread, pk = run_and_measure(fn, device, args.model_repeats, args.model_warmup,
                                              tracker=args.model_tracker)
-            rows.append((name, frames, ms, pk))
+            rows.append((name, frames, ms, pk, model_flops_ratio(args, frames, converted, kind != "hybrid_partial")))
             print(f"  model {name:34s} frames {frames:4d}: {ms:10.1f} ms  "
                   + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items() if k != "min_ms"), flush=True)
             extra = dict(converted_blocks=converted, layers=args.layers, latency_spread_ms=spread,
@@ -241,10 +289,14 @@ def bench_model(args, device, dtype, records):
         return
     print(f"\n### Whole model ({args.layers} blocks, 1.3B width)\n")
     keys = [k for k in rows[0][3] if k not in ("output", "min_ms")]
-    print("| variant | frames | median ms | min ms | " + " | ".join(f"peak {k} MiB" for k in keys) + " |")
-    print("|---|---|---|---|" + "---|" * len(keys))
-    for name, frames, ms, pk in rows:
-        print(f"| {name} | {frames} | {ms:,.1f} | {pk['min_ms']:,.1f} | " + " | ".join(mib(pk[k]) for k in keys) + " |")
+    dense = {frames: ms for name, frames, ms, *_ in rows if name == "softmax"}
+    print("| variant | frames | median ms | min ms | speedup vs softmax | FLOPs ratio | speedup / ratio | "
+          + " | ".join(f"peak {k} MiB" for k in keys) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(keys))
+    for name, frames, ms, pk, ratio in rows:
+        sp = dense.get(frames, float("nan")) / ms
+        print(f"| {name} | {frames} | {ms:,.1f} | {pk['min_ms']:,.1f} | {sp:.2f} | {ratio:.3f} | {sp / ratio:.2f} | "
+              + " | ".join(mib(pk[k]) for k in keys) + " |")
     del m
 
 
@@ -329,6 +381,8 @@ def main():
     ap.add_argument("--model-variants", nargs="+", default=list(MODEL_VARIANTS), choices=list(MODEL_VARIANTS))
     ap.add_argument("--no-model-tracker", dest="model_tracker", action="store_false",
                     help="CPU: skip the (extra, untimed) live-tensor-tracker call in the whole-model part")
+    ap.add_argument("--no-block-tracker", dest="block_tracker", action="store_false",
+                    help="block part: skip the extra untimed call under the live-tensor tracker")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--parts", nargs="+", default=["block", "model", "memory"], choices=["block", "model", "memory"])
     ap.add_argument("--out", default=None, help="write efficiency records (JSON lines) here")
