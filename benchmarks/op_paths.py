@@ -3,16 +3,18 @@
     python benchmarks/op_paths.py --frames 81 161 321 --height 240 --width 416 --heads 12 --threads 2 --rounds 5
 
 The parallel form (:func:`rehyat.attention.hybrid_attention`) has two paths that only run without autograd, next to
-the plain form that autograd uses:
+the plain form that autograd uses, and one that runs in both:
 
 * ``stacked states in place`` — :func:`rehyat.attention.chunked._stacked_states_in_place` instead of the functional
   running sums of :func:`~rehyat.attention.chunked._stacked_states`;
 * ``output in place`` — a preallocated output that each chunk's read-out and joint normaliser write into, instead of
-  per-chunk results and one final ``cat``.
+  per-chunk results and one final ``cat``;
+* ``batched softmax calls`` — chunks of equal length grouped into one fused softmax call, up to
+  :data:`~rehyat.attention.chunked.ROWS_PER_SOFTMAX_CALL` query rows, instead of one call per chunk (with autograd
+  too: ``--backward`` times forward + backward, where only this one applies).
 
-(A third, small chunks grouped into one batched softmax call, was folded after this script measured it at 0.98-1.00
-of the per-chunk time with more memory.)  Each variant switches one of them off (``plain`` both); timings are medians of interleaved rounds
-(no autograd, fp32, q/k/v/features ``[1, N, H, D|F]`` in Wan's layout, T_c = 3, T_o = 1, F = 256).  The ratio column
+Each variant switches one of them off (``plain`` all three); timings are medians of interleaved rounds
+(no autograd unless ``--backward``, fp32, q/k/v/features ``[1, N, H, D|F]`` in Wan's layout, T_c = 3, T_o = 1, F = 256).  The ratio column
 is variant / default: above 1 means the special path pays; peak memory is the live-tensor peak of one call.
 """
 
@@ -53,7 +55,9 @@ VARIANTS = {
     "default": {},
     "stacked states functional": dict(_stacked_states_in_place=_functional_states),
     "output not in place": dict(_writes_in_place=lambda *a: False),
-    "plain (both off)": dict(_stacked_states_in_place=_functional_states, _writes_in_place=lambda *a: False),
+    "one softmax call per chunk": dict(ROWS_PER_SOFTMAX_CALL=0),
+    "plain (all three off)": dict(_stacked_states_in_place=_functional_states, _writes_in_place=lambda *a: False,
+                                  ROWS_PER_SOFTMAX_CALL=0),
 }
 
 
@@ -68,6 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-frames", type=int, default=3)
     ap.add_argument("--overlap-frames", type=int, default=1)
     ap.add_argument("--causal", action="store_true")
+    ap.add_argument("--backward", action="store_true", help="time forward + backward (autograd) instead of inference")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -76,7 +81,8 @@ def main(argv=None) -> int:
     ft = (args.height // 16) * (args.width // 16)
     print(f"hybrid op, {args.heads} heads x {args.head_dim}, F={args.feature_dim}, {args.height}x{args.width} "
           f"({ft} tokens/frame), T_c={args.chunk_frames} T_o={args.overlap_frames} causal={args.causal}, "
-          f"threads={torch.get_num_threads()}, {args.rounds} interleaved rounds, torch {torch.__version__}\n")
+          f"threads={torch.get_num_threads()}, {args.rounds} interleaved rounds, "
+          f"{'forward + backward' if args.backward else 'inference'}, torch {torch.__version__}\n")
     print("| frames (latent) | variant | median ms | variant / default | peak MiB (live tensors, output included) |\n"
           "|---|---|---|---|---|")
     for frames in args.frames:
@@ -88,19 +94,30 @@ def main(argv=None) -> int:
                   causal=args.causal)
         ref, peaks = None, {}
         variants = {name: VARIANTS[name] for name in ["default", *args.variants] if name in VARIANTS}
+        if args.backward:  # the inference-only paths do not run under autograd
+            variants = {n: a for n, a in variants.items() if n in ("default", "one softmax call per chunk")}
         times = {name: [] for name in variants}
-        with torch.no_grad():
-            for name, attrs in variants.items():  # warm-up and equality
+
+        def call():
+            if not args.backward:
+                with torch.no_grad():
+                    return chunked.hybrid_attention(q, k, v, fq, fk, **kw)
+            ins = [t.detach().requires_grad_() for t in (q, k, v, fq, fk)]
+            y = chunked.hybrid_attention(*ins, **kw)
+            y.backward(torch.ones_like(y))
+            return y.detach()
+
+        for name, attrs in variants.items():  # warm-up and equality
+            with patched(**attrs):
+                y, peaks[name] = measure_peak(call, "tensors")
+            ref = y if ref is None else ref
+            torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-4)
+        for _ in range(args.rounds):
+            for name, attrs in variants.items():
                 with patched(**attrs):
-                    y, peaks[name] = measure_peak(lambda: chunked.hybrid_attention(q, k, v, fq, fk, **kw), "tensors")
-                ref = y if ref is None else ref
-                torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-4)
-            for _ in range(args.rounds):
-                for name, attrs in variants.items():
-                    with patched(**attrs):
-                        t0 = time.perf_counter()
-                        chunked.hybrid_attention(q, k, v, fq, fk, **kw)
-                        times[name].append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    call()
+                    times[name].append(time.perf_counter() - t0)
         base = statistics.median(times["default"])
         for name, ts in times.items():
             med = statistics.median(ts)

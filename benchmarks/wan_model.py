@@ -130,6 +130,8 @@ def bench_block(args, device, dtype, records):
     hp, wp = args.height // 16, args.width // 16
     variants = [("softmax", None), (f"hybrid_tc{args.chunk_frames}_to{args.overlap_frames}", False),
                 (f"hybrid_causal_tc{args.chunk_frames}_to{args.overlap_frames}", True)]
+    if args.compile:  # eager vs torch.compile of the processor's projections, QK-norm, RoPE and phi, side by side
+        variants.append((f"hybrid_tc{args.chunk_frames}_to{args.overlap_frames}_compiled", False))
     rows = []
     for frames in args.frames:
         t_lat = latent_frames(frames)
@@ -148,6 +150,12 @@ def bench_block(args, device, dtype, records):
                     chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames, causal=causal,
                     feature_map=args.feature_map)).to(device, dtype)
                 block.attn1.set_processor(proc)
+                if name.endswith("_compiled"):
+                    proc.enable_compile()
+                    with torch.no_grad():  # compiling is not part of the timed call
+                        t0 = time.perf_counter()
+                        block(x, text, temb, rotary)
+                    print(f"  block {name}: compiled in {time.perf_counter() - t0:.0f} s", flush=True)
 
             def fn():
                 with torch.no_grad():
@@ -381,6 +389,8 @@ def main():
     ap.add_argument("--model-variants", nargs="+", default=list(MODEL_VARIANTS), choices=list(MODEL_VARIANTS))
     ap.add_argument("--no-model-tracker", dest="model_tracker", action="store_false",
                     help="CPU: skip the (extra, untimed) live-tensor-tracker call in the whole-model part")
+    ap.add_argument("--compile", action="store_true",
+                    help="block part: also time the bidirectional ReHyAt block with torch.compile (enable_compile)")
     ap.add_argument("--no-block-tracker", dest="block_tracker", action="store_false",
                     help="block part: skip the extra untimed call under the live-tensor tracker")
     ap.add_argument("--threads", type=int, default=None)

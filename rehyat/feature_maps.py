@@ -18,9 +18,9 @@ Layout: the per-head matrices run as one batched GEMM over heads on a *head-majo
 view, no copy), and the result is returned as a ``[B, N, H, F]`` view of head-major storage — the layout the op's
 per-head matmuls read in place — so no layout copy is made between Wan's ``[B, N, H, D]``, the maps and the kernels.
 On CPU without autograd the polynomial map runs in per-head row tiles that stay in cache: GEMM with its bias,
-activation in place, GEMM straight into the output, non-negativity and powers in place (``benchmarks/feature_maps.py``
-at N = 32,760, 12 heads, 128 -> 256 -> 256: 0.82-0.86 of the rate of its two bare ``bmm`` calls; the einsum form ran
-at 0.40).  Autograd and other devices use the batched form (one GEMM per layer over all heads).
+activation in place, GEMM straight into the output, non-negativity and powers in place (``benchmarks/feature_maps.py`` at N = 32,760, 12 heads,
+128 -> 256 -> 256: see BENCHMARKS.md, issue 21; the einsum form ran at 0.40 of the rate of its two bare ``bmm``
+calls).  Autograd and other devices use the batched form (one GEMM per layer over all heads).
 """
 
 from __future__ import annotations
@@ -123,22 +123,24 @@ class PerHeadLinear(nn.Module):
 _NONNEG: dict[str, Callable[[Tensor], Tensor]] = {"softplus": F.softplus, "relu": F.relu, "exp": torch.exp}
 
 
-def softplus_exp_log_(x: Tensor, scratch: Tensor) -> Tensor:
-    """``softplus(x)`` in place as ``max(x, 0) + log(1 + exp(-|x|))``; ``scratch``: a tensor of x's shape.
+def softplus_inplace_(x: Tensor, scratch: Tensor) -> Tensor:
+    """``softplus(x)`` in place as ``max(x, -log(sigmoid(-min(x, 80))))``; ``scratch``: a tensor of x's shape.
 
     Why not ``F.softplus`` / ``torch.log1p``: on some installs the fp32 log1p/expm1 kernels of ATen's CPU build run
     10-20x slower than exp and log (measured with byte-identical torch builds in two venvs of this machine, cause not
-    found; docs/attention.md), and softplus is built on log1p.  exp and log run at full speed in both, so this form is
-    robust.  Exact up to the fp32 rounding of ``1 + exp(-|x|)``: absolute error <= 1.2e-7 (relative only for x < -16,
-    where softplus(x) < 1.2e-7 itself).  Finite for every finite x (no overflow: the exponent is <= 0).
+    found; docs/attention.md), and softplus is built on log1p.  ``sigmoid`` and ``log`` run at full speed in both;
+    on a [1024, 256] fp32 tile this form took 0.25-0.35 ms against 0.33-0.55 (``max(x,0) + log(1+exp(-|x|))``) and
+    1.5 (``F.softplus``).  ``-log(sigmoid(-x)) = log(1 + e^x)``; the clamp keeps ``sigmoid(-x)`` from underflowing and
+    the ``max`` restores x above 80, where softplus(x) = x in fp32.  Exact up to the rounding of ``sigmoid(-x)`` near 1:
+    absolute error <= 1.2e-7 (relative only where softplus(x) < 1.2e-7 itself); NaN and +-inf map like F.softplus.
     """
-    e = torch.abs(x, out=scratch).neg_().exp_().add_(1).log_()
-    return x.clamp_min_(0).add_(e)
+    e = torch.clamp(x, max=80.0, out=scratch).neg_().sigmoid_().log_().neg_()
+    return torch.maximum(x, e, out=x)
 
 
 # In-place forms for the CPU inference path, ``(x, scratch) -> x`` (aten ops: F.gelu / F.softplus have no inplace flag).
 _NONNEG_INPLACE: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "softplus": softplus_exp_log_, "relu": lambda t, _: torch.relu_(t), "exp": lambda t, _: torch.exp_(t)}
+    "softplus": softplus_inplace_, "relu": lambda t, _: torch.relu_(t), "exp": lambda t, _: torch.exp_(t)}
 _ACT_INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": torch.ops.aten.gelu_, "relu": torch.relu_, "silu": lambda t: F.silu(t, inplace=True),
     "tanh": torch.tanh_, "sigmoid": torch.sigmoid_}
@@ -180,10 +182,11 @@ class PolynomialFeatureMap(FeatureMap):
 
     def forward(self, x: Tensor) -> Tensor:
         xt, alpha = head_major(x), self.head_dim ** -0.25
-        if x.device.type == "cpu" and not (torch.is_grad_enabled() and (
+        if x.device.type == "cpu" and not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and (
                 x.requires_grad or any(p.requires_grad for p in self.parameters()))):
             return from_head_major(self._forward_cpu_tiles(xt, alpha), x)
-        # autograd, and every non-CPU device (one batched GEMM per layer; fused elementwise kernels)
+        # autograd, compiled graphs (inductor fuses the elementwise passes) and every non-CPU device: one batched GEMM
+        # per layer
         psi = self._nonneg(self.fc2.head_major_forward(self._act(self.fc1.head_major_forward(xt, alpha))))
         parts = psi.chunk(self.degree, dim=-1)
         return from_head_major(torch.cat([p.pow(i + 1) for i, p in enumerate(parts)], dim=-1), x)

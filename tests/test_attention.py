@@ -291,8 +291,24 @@ def test_softmax_batches_are_equally_spaced_runs_of_chunks(tc, to, frames):
         for g in groups:
             assert 1 <= len(g) <= cap
             assert len({(c.end - c.start, c.window_end - c.window_start) for c in g}) == 1
-            # equal spacing: a group's read-out reads its chunks' stacked states as one view
+            # the batched call takes the windows as unfold(step = T_c frames) views, which needs equal spacing
             assert all(b.window_start - a.window_start == tc == b.start - a.start for a, b in zip(g, g[1:]))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+def test_batched_softmax_calls_equal_one_call_per_chunk(causal, monkeypatch):
+    import rehyat.attention.chunked as chunked
+
+    kw = dict(frame_tokens=FRAME_TOKENS, chunk_frames=2, overlap_frames=1, causal=causal)
+    results = []
+    for rows in (1, 10**9):  # one chunk per call / every equal-length chunk in one call
+        monkeypatch.setattr(chunked, "ROWS_PER_SOFTMAX_CALL", rows)
+        inputs = [t.requires_grad_() for t in make_inputs(torch.float64, frames=11)]
+        y = hybrid_attention(*inputs, **kw)
+        y.backward(torch.ones_like(y))
+        results.append([y.detach(), *(t.grad for t in inputs), chunk_local_attention(*inputs[:3], **kw).detach()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
 def test_linear_cuts_cover_every_linear_set():

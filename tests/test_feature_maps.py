@@ -96,21 +96,25 @@ def test_polynomial_fast_paths_match_reference(shape, degree):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_softplus_exp_log_matches_softplus_at_every_magnitude(dtype):
+def test_softplus_inplace_matches_softplus_at_every_magnitude(dtype):
     """The CPU inference path's softplus form against log1p's: absolute error at the fp rounding of 1 + exp(-|x|),
     finite and exact (= x) far out, no overflow at +-1e4."""
     import torch.nn.functional as F
 
-    from rehyat.feature_maps import softplus_exp_log_
+    from rehyat.feature_maps import softplus_inplace_
 
-    x = torch.cat([torch.linspace(-120, 120, 4001, dtype=dtype), torch.tensor([-1e4, -30, 0, 30, 1e4], dtype=dtype)])
-    got = softplus_exp_log_(x.clone(), torch.empty_like(x))
+    x = torch.cat([torch.linspace(-120, 120, 4001, dtype=dtype),
+                   torch.tensor([-1e4, -30, 0, 30, 79.9, 80, 80.1, 1e4], dtype=dtype)])
+    got = softplus_inplace_(x.clone(), torch.empty_like(x))
     xd = x.double()
     want = xd.clamp_min(0) + torch.log1p(torch.exp(-xd.abs()))  # exact form (F.softplus returns x above 20)
     torch.testing.assert_close(F.softplus(xd), want, atol=3e-9, rtol=0)
     eps = torch.finfo(dtype).eps
     assert torch.isfinite(got).all() and (got >= 0).all()
     torch.testing.assert_close(got.double(), want, atol=eps, rtol=eps)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+    torch.testing.assert_close(softplus_inplace_(special.clone(), torch.empty_like(special)), F.softplus(special),
+                               equal_nan=True)
 
 
 @pytest.mark.parametrize("activation, output_activation", [("gelu", "relu"), ("silu", "exp"), ("elu", "softplus")],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gpu preset as one prepared command (< 8 min on one H100/H200):
+# The gpu preset as one prepared command (< 10 min on one H100/H200), then one 1.3B-width block eager vs torch.compile:
 #   bash evaluation/efficiency/run_gpu_preset.sh [OUT_DIR] [WHEEL_DIR]
 # WHEEL_DIR (optional): a folder of wheels for an offline machine (torch 2.14.1 CUDA build, diffusers 0.42.1 and the
 # project's dependencies, e.g. made with `pip download -d wheels torch==2.14.1 -r <(pip freeze)` on a connected machine);
@@ -20,3 +20,6 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_dev
 PY
 timeout 600 python -m evaluation.run --suite efficiency --preset gpu --device cuda --out "$OUT" --quiet
 cat "$OUT/efficiency/table.md"
+# eager vs compiled (rehyat.wan.compile_rehyat: projections, QK-norm, RoPE and phi in one inductor region), 480x832
+timeout 300 python benchmarks/wan_model.py --device cuda --parts block --frames 81 161 --height 480 --width 832 \
+  --repeats 5 --warmup 2 --compile --no-block-tracker --out "$OUT/block_compile.jsonl" | tee "$OUT/block_compile.md"

@@ -1,6 +1,6 @@
 """Parallel chunked form of the hybrid op (training, bidirectional, and parallel causal).
 
-Per chunk: one fused softmax call over the chunk's window (with its log-sum-exp), plus
+Per chunk: fused softmax over the chunk's window (with its log-sum-exp; small chunks are batched into one call), plus
 the linear branch read from prefix (and, bidirectionally, suffix) sums of ``fk v^T`` and ``fk`` over frame spans.
 Never materialises an N x N tensor: the largest intermediate is one chunk's (T_c*h) x ((T_c+T_o)*h) score tile inside
 the fused kernel.  Cost is linear in the number of frames for a fixed frame size.
@@ -28,27 +28,50 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, fq: Tensor | None, fk: Tensor
         raise ValueError(f"expected fq, fk of shape [B, N, H, F] matching q; got {fq.shape}, {fk.shape}")
 
 
-def window_views(q: Tensor, k: Tensor, v: Tensor, geom: ChunkGeometry, chunk: Chunk) -> tuple[Tensor, Tensor, Tensor]:
-    """A chunk's queries and its window's keys and values as head-major views (no copy): q [B, H, n_c, D], k and v
-    [B, H, n_w, D]."""
-    qs, ws = geom.tokens(chunk.start, chunk.end), geom.tokens(chunk.window_start, chunk.window_end)
-    return q[:, qs].transpose(1, 2), k[:, ws].transpose(1, 2), v[:, ws].transpose(1, 2)
+# Query rows (batch x heads x tokens) per batched softmax call.  Small chunks (e.g. 390-token frames at 240x416) leave
+# the fused CPU kernel few work items per call; batching them to about this size pays most in training: forward +
+# backward at T_c = 1, 12 heads, 21 frames of 390 tokens took 1.71 s batched against 3.11 s one call per chunk
+# (forward alone 214 against 229 ms; docs/attention.md), while Wan-size chunks (4680 x 12 rows) stay one per call.
+# It also bounds the batched output temporaries to ~this many rows.
+ROWS_PER_SOFTMAX_CALL = 32768
 
 
-def window_softmax(q: Tensor, k: Tensor, v: Tensor, geom: ChunkGeometry, chunk: Chunk, scale: float,
-                   backend: str | None = None, with_rowmax: bool = False):
-    """Softmax of one chunk's queries over its window, one fused call.
+def window_views(q: Tensor, k: Tensor, v: Tensor, geom: ChunkGeometry, group: list[Chunk]
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """A group's queries and windows, head-major: q [B*m, H, n_c, D], k and v [B*m, H, n_w, D].
 
-    q, k, v: [B, N, H, D]  ->  o: [B, n_c, H, D], lse: [B, n_c, H] for the chunk's n_c query tokens (and, with
-    ``with_rowmax``, the exact row maximum of the window logits [B, n_c, H], the ``"paper"`` stabiliser).
-    One call per chunk: grouping equal chunks into one batched call ran no faster (``benchmarks/op_paths.py``,
-    240x416, 12 heads: 0.98-1.00 of the batched time) and held more memory.
+    The m windows are strided views (``unfold``) of k and v, overlapping by T_o frames; nothing is copied when B = 1.
     """
-    qc, kw, vw = window_views(q, k, v, geom, chunk)
-    o, lse = softmax_with_lse(qc, kw, vw, scale, backend)
+    first, last, m = group[0], group[-1], len(group)
+    b, h = q.shape[0], q.shape[2]
+    lq = (first.end - first.start) * geom.frame_tokens
+    lw = (first.window_end - first.window_start) * geom.frame_tokens
+    ws = geom.tokens(first.window_start, last.window_end)
+
+    def windows(x: Tensor) -> Tensor:  # [B, N, H, E] -> [B*m, H, lw, E]
+        x = x[:, ws]
+        if m > 1:
+            x = x.unfold(1, lw, lq).permute(0, 1, 4, 2, 3)  # windows start T_c frames (lq tokens) apart
+        return x.reshape(b * m, lw, h, x.shape[-1]).transpose(1, 2)
+
+    qg = q[:, geom.tokens(first.start, last.end)].reshape(b * m, lq, h, q.shape[-1]).transpose(1, 2)
+    return qg, windows(k), windows(v)
+
+
+def window_softmax(q: Tensor, k: Tensor, v: Tensor, geom: ChunkGeometry, group: list[Chunk], scale: float,
+                   backend: str | None = None, with_rowmax: bool = False):
+    """Softmax of each chunk's queries over its window, for a group from :meth:`ChunkGeometry.batches` in one call.
+
+    q, k, v: [B, N, H, D]  ->  o: [B, m, n_c, H, D], lse: [B, m, n_c, H] for the group's m chunks of n_c query tokens
+    (and, with ``with_rowmax``, the exact row maximum of the window logits [B, m, n_c, H], the ``"paper"`` stabiliser).
+    """
+    b, m = q.shape[0], len(group)
+    qg, kw, vw = window_views(q, k, v, geom, group)
+    o, lse = softmax_with_lse(qg, kw, vw, scale, backend)
+    o, lse = o.transpose(1, 2).unflatten(0, (b, m)), lse.transpose(1, 2).unflatten(0, (b, m))
     if not with_rowmax:
-        return o.transpose(1, 2), lse.transpose(1, 2)
-    return o.transpose(1, 2), lse.transpose(1, 2), row_max_logits(qc, kw, scale).transpose(1, 2)
+        return o, lse
+    return o, lse, row_max_logits(qg, kw, scale).transpose(1, 2).unflatten(0, (b, m))
 
 
 def chunk_states(fk: Tensor, v: Tensor, geom: ChunkGeometry, causal: bool,
@@ -59,7 +82,7 @@ def chunk_states(fk: Tensor, v: Tensor, geom: ChunkGeometry, causal: bool,
     ``[hi, T)``.  Statistics are taken once per span between consecutive :meth:`~ChunkGeometry.linear_cuts` (about
     two spans per chunk, one matmul each) and summed along the spans: no per-frame statistics, cumsum or flip over
     ``[T, H, F, D]`` tensors.  Prefix and suffix are added, never total minus window, so nothing cancels.  Stacked, a
-    run of consecutive chunks reads its states as one view (one batched read-out per group of equal chunks).
+    run of consecutive chunks reads its states as one view (one batched read-out per softmax group).
     """
     cuts = geom.linear_cuts(causal, include_window)
     spans = [span_statistics(fk[:, geom.tokens(a, b)], v[:, geom.tokens(a, b)]) for a, b in zip(cuts, cuts[1:])]
@@ -88,7 +111,7 @@ def _stacked_states(spans: list[tuple[Tensor, Tensor]], cuts: list[int], bounds:
 def _stacked_states_in_place(spans: list[tuple[Tensor, Tensor]], cuts: list[int], bounds: list[tuple[int, int]]):
     """Inference form of :func:`chunk_states`, touching little fresh memory.
 
-    What it buys (``benchmarks/op_paths.py``, 12 heads, 240x416, 81 frames): the same time as the plain form (0.98-1.02)
+    What it buys (``benchmarks/op_paths.py``, 12 heads, 240x416, 81 frames): the same time as the plain form (0.97-1.02)
     and 36 MiB less live memory per call (86 against 122 MiB, the output included); the gap grows with the frames.
 
     Fresh pages cost a page fault each on first touch (about 1 us; a 256 KiB state is 64 of them), and the functional
@@ -132,6 +155,11 @@ def _writes_in_place(v: Tensor, *tensors: Tensor | None) -> bool:
     return not _needs_grad(v, *tensors) and v.dtype == accum_dtype(v)
 
 
+def _softmax_groups(q: Tensor, geom: ChunkGeometry) -> list[list[Chunk]]:
+    rows = q.shape[0] * q.shape[2] * min(geom.chunk_frames, geom.num_frames) * geom.frame_tokens
+    return geom.batches(max(1, ROWS_PER_SOFTMAX_CALL // rows))
+
+
 def no_autocast(x: Tensor):
     """The linear branch's statistics, read-out and the joint normaliser run in the accumulation dtype whatever
     autocast says (an autocast matmul would round them to bf16/fp16, and write bf16 into fp32 ``out=`` buffers)."""
@@ -162,14 +190,16 @@ def hybrid_attention(
     with no_autocast(v):
         s_all, z_all = chunk_states(fk, v, geom, causal)
     outs = []
-    for ch in geom.chunks():
-        # [B, n_c, H, D], [B, n_c, H] (+ the paper's stabiliser [B, n_c, H])
-        o_s, lse, *shift = window_softmax(q, k, v, geom, ch, scale, softmax_backend, with_rowmax=paper)
-        qs = geom.tokens(ch.start, ch.end)
-        dst = None if out is None else out[:, qs]  # inference: read out and normalised in place, in the output
+    for group in _softmax_groups(q, geom):
+        # [B, m, n_c, H, D], [B, m, n_c, H] (+ the paper's stabiliser [B, m, n_c, H])
+        o_s, lse, *shift = window_softmax(q, k, v, geom, group, scale, softmax_backend, with_rowmax=paper)
+        c0, m = group[0].index, len(group)
+        qs = geom.tokens(group[0].start, group[-1].end)
+        # one batched read-out for the group's m chunks, straight into their rows of the output in inference
+        dst = None if out is None else out[:, qs].unflatten(1, (m, -1))
         with no_autocast(v):
-            a_l, n_l = read_out(fq[:, qs], s_all[:, ch.index], z_all[:, ch.index], out=dst)
-            outs.append(joint_normalise(o_s, lse, a_l, n_l, out=dst, shift=shift[0] if shift else None))
+            a_l, n_l = read_out(fq[:, qs].unflatten(1, (m, -1)), s_all[:, c0:c0 + m], z_all[:, c0:c0 + m], out=dst)
+            outs.append(joint_normalise(o_s, lse, a_l, n_l, out=dst, shift=shift[0] if shift else None).flatten(1, 2))
     return out if out is not None else torch.cat(outs, dim=1).to(v.dtype)
 
 
@@ -192,7 +222,8 @@ def chunk_local_attention(
     _check_inputs(q, k, v, fq, fk)
     geom = ChunkGeometry.from_tokens(q.shape[1], frame_tokens, chunk_frames, overlap_frames)
     scale = default_scale(q.shape[-1]) if scale is None else scale
-    outs = [window_softmax(q, k, v, geom, ch, scale, softmax_backend)[0] for ch in geom.chunks()]
+    outs = [window_softmax(q, k, v, geom, group, scale, softmax_backend)[0].flatten(1, 2)
+            for group in _softmax_groups(q, geom)]
     return torch.cat(outs, dim=1).to(v.dtype)
 
 

@@ -71,6 +71,21 @@ def set_rehyat_mode(transformer, mode: str) -> None:
         raise ValueError(f"recurrent mode unavailable: {recurrent_unsupported_reason(transformer)}")
 
 
+def compile_rehyat(transformer, **compile_kwargs):
+    """``torch.compile`` (inductor by default) the projections, QK-norm, RoPE and phi of every converted block, in
+    place (:meth:`ReHyAtWanAttnProcessor.enable_compile`; ``compile_kwargs`` go to ``torch.compile``); returns
+    ``transformer``.  Weights and ``state_dict`` keys are unchanged, so ``save_pretrained`` works as before.
+
+    For GPUs, where the elementwise passes are memory-bound; on this project's CPU it does not pay (docs/attention.md).
+    """
+    procs = rehyat_processors(transformer)
+    if not procs:
+        raise ValueError("no ReHyAt processors to compile: convert the model first (convert_wan_to_rehyat)")
+    for proc in procs.values():
+        proc.enable_compile(**compile_kwargs)
+    return transformer
+
+
 def get_rehyat_mode(transformer) -> str:
     return transformer.rehyat_mode if is_rehyat(transformer) else "parallel"
 

@@ -149,6 +149,39 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
             if not self.kind.needs_features:
                 raise ValueError(f"linear_scale needs a kind with a linear branch, not {self.kind.name!r}")
             self.linear_log_scale = nn.Parameter(torch.zeros(num_heads))
+        self._compiled_inputs = None  # set by enable_compile()
+
+    def enable_compile(self, **compile_kwargs) -> "ReHyAtWanAttnProcessor":
+        """Run what surrounds the attention op — Wan's projections, QK-norm, RoPE and phi_q / phi_k — as one
+        ``torch.compile`` region (``compile_kwargs`` go to it: ``mode``, ``backend``, ``dynamic``, ...).
+
+        Inductor fuses the elementwise work (QK-norm, RoPE, phi's bias/activation/softplus/powers) into the GEMMs'
+        neighbours; the op itself stays eager (its per-chunk loop calls fused attention kernels, which a compiled graph
+        would call the same way).  Weights, their names and ``state_dict`` are unchanged; ``disable_compile`` undoes
+        it.  The first call per shape compiles (seconds to minutes); a new frame count or resolution recompiles.
+        """
+        self._compiled_inputs = torch.compile(self._inputs_eager, **compile_kwargs)
+        return self
+
+    def disable_compile(self) -> "ReHyAtWanAttnProcessor":
+        self._compiled_inputs = None
+        return self
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled_inputs is not None
+
+    def inputs(self, attn: WanAttention, hidden_states: Tensor, rotary_emb: tuple[Tensor, Tensor] | None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``q, k, v: [B, N, H, D]`` (post-RoPE) and ``fq, fk: [B, N, H, F]`` (None for kinds without features) from
+        ``hidden_states: [B, N, C]``, compiled after :meth:`enable_compile`."""
+        cos_sin = None if rotary_emb is None else (rotary_emb[0], rotary_emb[1])  # a plain tuple: no FrameRotary guards
+        fn = self._compiled_inputs if self._compiled_inputs is not None else self._inputs_eager
+        return fn(attn, hidden_states, cos_sin)
+
+    def _inputs_eager(self, attn: WanAttention, hidden_states: Tensor, cos_sin: tuple[Tensor, Tensor] | None):
+        query, key, value = wan_self_attention_qkv(attn, hidden_states, cos_sin)
+        return (query, key, value, *self.features(query, key))
 
     # Read-only views of the config under the names older code used.
     chunk_frames = property(lambda self: self.config.chunk_frames)
@@ -193,12 +226,14 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
         return frames, frame_tokens
 
     def attend(self, query: Tensor, key: Tensor, value: Tensor, frame_tokens: int,
-               states: RecurrentStates | None = None) -> Tensor:
+               states: RecurrentStates | None = None, features: tuple[Tensor | None, Tensor | None] | None = None
+               ) -> Tensor:
         """The attention core on post-RoPE ``q, k, v: [B, N, H, D]`` -> ``[B, N, H, D]``.
 
+        ``features``: ``(fq, fk)`` when already computed (:meth:`inputs`); else from :meth:`features`.
         With ``states`` (a recurrent sweep), this call is one chunk of a causal hybrid layer: it reads and updates
         ``states[self]`` through :func:`rehyat.attention.hybrid_attention_step`."""
-        fq, fk = self.features(query, key)
+        fq, fk = self.features(query, key) if features is None else features
         if states is not None:
             out, states[self] = hybrid_attention_step(
                 query, key, value, fq, fk, states.get(self), frame_tokens=frame_tokens,
@@ -215,8 +250,8 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
         if attention_mask is not None:
             raise NotImplementedError("ReHyAtWanAttnProcessor does not take an attention mask")
         _, frame_tokens = self.geometry(hidden_states, rotary_emb, frame_geometry)
-        query, key, value = wan_self_attention_qkv(attn, hidden_states, rotary_emb)
-        out = self.attend(query, key, value, frame_tokens, getattr(rotary_emb, "states", None))
+        query, key, value, fq, fk = self.inputs(attn, hidden_states, rotary_emb)
+        out = self.attend(query, key, value, frame_tokens, getattr(rotary_emb, "states", None), features=(fq, fk))
         return project_out(attn, out, query)
 
 
