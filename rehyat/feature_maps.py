@@ -208,7 +208,7 @@ class PolynomialFeatureMap(FeatureMap):
         b1 = None if self.fc1.bias is None else self.fc1.bias.to(xt.dtype)
         b2 = None if self.fc2.bias is None else self.fc2.bias.to(xt.dtype)
         out = xt.new_empty(heads, rows, self.feature_dim)
-        tile = min(TILE_ROWS, rows)
+        tile = max(1, min(TILE_ROWS, rows))  # rows = 0: an empty output, no tiles
         hidden, scratch = xt.new_empty(tile, self.hidden_dim), xt.new_empty(tile, self.feature_dim)
         part = self.feature_dim // self.degree
         for m0 in range(0, rows, tile):
