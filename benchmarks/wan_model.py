@@ -51,11 +51,11 @@ import torch  # noqa: E402
 from diffusers import WanTransformer3DModel  # noqa: E402
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformerBlock  # noqa: E402
 
-from rehyat.wan.convert import convert_wan_to_rehyat, revert_to_softmax, set_rehyat_mode  # noqa: E402
+from rehyat.wan.convert import (convert_wan_to_rehyat, rehyat_processors, revert_to_softmax,  # noqa: E402
+                                set_rehyat_mode)
 from rehyat.wan.memory import measure_peak, rss_supported  # noqa: E402
 from rehyat.config import ReHyAtConfig  # noqa: E402
 from rehyat.cost import FeatureMapSpec, VideoShape, WanConfig, wan_block_flops, wan_model_flops  # noqa: E402
-from rehyat.feature_maps import feature_map_output_dim  # noqa: E402
 from rehyat.wan.processor import FrameRotary, ReHyAtWanAttnProcessor  # noqa: E402
 
 WAN_1P3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
@@ -163,8 +163,9 @@ def bench_block(args, device, dtype, records):
 
             warmup = args.warmup if frames == args.frames[0] else 0  # first-call costs are per process/variant
             ms, spread, pk = run_and_measure(fn, device, args.repeats, warmup, tracker=args.block_tracker)
-            phi_ms = None if causal is None else time_features(proc, n, device, dtype)
-            rows.append((name, frames, t_lat, n, ms, pk, phi_ms, block_flops_ratio(args, frames, causal)))
+            proc = None if causal is None else block.attn1.processor
+            phi_ms = None if proc is None else time_features(proc, n, device, dtype)
+            rows.append((name, frames, t_lat, n, ms, pk, phi_ms, block_flops_ratio(args, frames, proc)))
             print(f"  block {name:28s} frames {frames:4d} (T={t_lat:3d}, N={n:6d}): {ms:9.1f} ms  "
                   + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items() if k != "min_ms"), flush=True)
             records.append(record(args, name, "latency_ms", ms, "block", frames, dict(latency_spread_ms=spread)))
@@ -196,35 +197,30 @@ def time_features(proc, n, device, dtype) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def _cost_inputs(args, frames):
-    phi = (FeatureMapSpec.polynomial(HEAD_DIM) if args.feature_map == "polynomial"
-           else FeatureMapSpec.parameter_free() if args.feature_map in ("relu", "elu1") else None)
-    return (WanConfig(), VideoShape(frames, args.height, args.width), phi,
-            feature_map_output_dim(args.feature_map, HEAD_DIM))
+def _phi_cost(proc) -> dict:
+    """The cost model's feature-map arguments for a processor's own phi (none for parameter-free kinds)."""
+    phi = proc.phi_q
+    return {} if phi is None else dict(feature_map=FeatureMapSpec.of(phi), feature_dim=phi.feature_dim)
 
 
-def block_flops_ratio(args, frames, causal) -> float:
-    """The cost model's dense / converted FLOPs of one block (1.0 for the dense block itself)."""
-    if causal is None:
+def block_flops_ratio(args, frames, proc) -> float:
+    """The cost model's dense / converted FLOPs of one block with ``proc`` (None: the dense block, 1.0)."""
+    if proc is None:
         return 1.0
-    cfg, video, phi, f = _cost_inputs(args, frames)
-    spec = ReHyAtConfig(chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames, causal=causal,
-                        feature_map=args.feature_map)
-    return (wan_block_flops(cfg, video).flops
-            / wan_block_flops(cfg, video, spec, feature_map=phi, feature_dim=f).flops)
+    video = VideoShape(frames, args.height, args.width)
+    return (wan_block_flops(WanConfig(), video).flops
+            / wan_block_flops(WanConfig(), video, proc.config, **_phi_cost(proc)).flops)
 
 
-def model_flops_ratio(args, frames, converted: int, causal: bool) -> float:
-    """Dense / converted FLOPs of the whole model with its last ``converted`` blocks converted."""
-    if converted == 0:
+def model_flops_ratio(args, frames, model) -> float:
+    """Dense / converted FLOPs of ``model`` as it is converted now (its blocks' own processors)."""
+    procs = rehyat_processors(model)
+    if not procs:
         return 1.0
-    cfg, video, phi, f = _cost_inputs(args, frames)
-    cfg = WanConfig(num_layers=args.layers)
-    spec = ReHyAtConfig(chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames, causal=causal,
-                        feature_map=args.feature_map)
-    blocks = {i: spec for i in range(args.layers - converted, args.layers)}
+    cfg, video = WanConfig(num_layers=args.layers), VideoShape(frames, args.height, args.width)
     return (wan_model_flops(cfg, video).flops
-            / wan_model_flops(cfg, video, blocks, feature_map=phi, feature_dim=f).flops)
+            / wan_model_flops(cfg, video, {i: p.config for i, p in procs.items()},
+                              **_phi_cost(next(iter(procs.values())))).flops)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -271,7 +267,7 @@ def bench_model(args, device, dtype, records):
 
             ms, spread, pk = run_and_measure(fn, device, args.model_repeats, args.model_warmup,
                                              tracker=args.model_tracker)
-            rows.append((name, frames, ms, pk, model_flops_ratio(args, frames, converted, kind != "hybrid_partial")))
+            rows.append((name, frames, ms, pk, model_flops_ratio(args, frames, m)))
             print(f"  model {name:34s} frames {frames:4d}: {ms:10.1f} ms  "
                   + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items() if k != "min_ms"), flush=True)
             extra = dict(converted_blocks=converted, layers=args.layers, latency_spread_ms=spread,

@@ -199,6 +199,14 @@ class FeatureMapSpec:
     def parameter_free(cls) -> "FeatureMapSpec":
         return cls(())
 
+    @classmethod
+    def of(cls, module) -> "FeatureMapSpec":
+        """The per-head matrix shapes of a built feature map (its ``PerHeadLinear`` layers, in order)."""
+        from .feature_maps import PerHeadLinear
+
+        return cls(tuple((m.weight.shape[1], m.weight.shape[2]) for m in module.modules()
+                         if isinstance(m, PerHeadLinear)))
+
     def flops(self, batch: int, tokens: int, heads: int) -> int:
         return sum(2 * batch * tokens * heads * i * o for i, o in self.layers)
 

@@ -53,14 +53,6 @@ def lse_backend_name(q: Tensor) -> str:
     return select_backend(q).name
 
 
-def feature_map_spec(module: nn.Module) -> FeatureMapSpec:
-    """The per-head matrix shapes of a feature map (its ``PerHeadLinear`` layers, in order)."""
-    from rehyat.feature_maps import PerHeadLinear
-
-    return FeatureMapSpec(tuple((m.weight.shape[1], m.weight.shape[2]) for m in module.modules()
-                                if isinstance(m, PerHeadLinear)))
-
-
 def recurrent_text_kv_flops(cfg: WanConfig, video: VideoShape, chunk_frames: int, blocks: int, batch: int = 1) -> int:
     """Extra FLOPs of the chunk-wise forms: each further chunk re-projects the text K and V in every block."""
     frames = video.latent_frames // cfg.patch_size[0]
@@ -243,7 +235,7 @@ class BlockWorkload(Workload):
 
     def feature_map(self, kc: ReHyAtConfig) -> FeatureMapSpec | None:
         phi = getattr(self.processor(kc), "phi_q", None) if kc.kind != "softmax" else None
-        return None if phi is None else feature_map_spec(phi)
+        return None if phi is None else FeatureMapSpec.of(phi)
 
     def feature_dim(self, kc: ReHyAtConfig) -> int | None:
         return self.spec(kc).feature_dim(self.cfg.attention_head_dim) if kc.kind != "softmax" else None
@@ -351,8 +343,8 @@ class ModelWorkload(Workload):
         from rehyat.feature_maps import build_feature_map
 
         with torch.device("meta"):
-            return feature_map_spec(build_feature_map(spec.feature_map, self.cfg.num_attention_heads,
-                                                      self.cfg.attention_head_dim, **spec.feature_map_kwargs))
+            return FeatureMapSpec.of(build_feature_map(spec.feature_map, self.cfg.num_attention_heads,
+                                                       self.cfg.attention_head_dim, **spec.feature_map_kwargs))
 
     def analytic(self, kc: ReHyAtConfig, video: VideoShape) -> Analytic:
         blocks = self.blocks_of(kc)
