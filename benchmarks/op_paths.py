@@ -1,4 +1,4 @@
-"""What each inference-only special path of the parallel hybrid op buys: the op with each one switched off, side by side.
+"""What each special path of the parallel hybrid op buys: the op with each one switched off, side by side.
 
     python benchmarks/op_paths.py --frames 81 161 321 --height 240 --width 416 --heads 12 --threads 2 --rounds 5
 
@@ -14,8 +14,9 @@ the plain form that autograd uses, and one that runs in both:
   too: ``--backward`` times forward + backward, where only this one applies).
 
 Each variant switches one of them off (``plain`` all three); timings are medians of interleaved rounds
-(no autograd unless ``--backward``, fp32, q/k/v/features ``[1, N, H, D|F]`` in Wan's layout, T_c = 3, T_o = 1, F = 256).  The ratio column
-is variant / default: above 1 means the special path pays; peak memory is the live-tensor peak of one call.
+(no autograd unless ``--backward``, fp32, q/k/v/features ``[1, N, H, D|F]`` in Wan's layout, T_c = 3, T_o = 1,
+F = 256).  The ratio column is variant / default: above 1 means the special path pays; peak memory is the live-tensor
+peak of one call.
 """
 
 from __future__ import annotations
@@ -47,16 +48,12 @@ def patched(**attrs):
             setattr(chunked, k, v)
 
 
-def _functional_states(spans, cuts, bounds):
-    return chunked._stacked_states(spans, cuts, bounds, causal=False)
-
-
 VARIANTS = {
     "default": {},
-    "stacked states functional": dict(_stacked_states_in_place=_functional_states),
+    "stacked states functional": dict(_stacked_states_in_place=chunked._stacked_states),
     "output not in place": dict(_writes_in_place=lambda *a: False),
     "one softmax call per chunk": dict(ROWS_PER_SOFTMAX_CALL=0),
-    "plain (all three off)": dict(_stacked_states_in_place=_functional_states, _writes_in_place=lambda *a: False,
+    "plain (all three off)": dict(_stacked_states_in_place=chunked._stacked_states, _writes_in_place=lambda *a: False,
                                   ROWS_PER_SOFTMAX_CALL=0),
 }
 

@@ -18,9 +18,9 @@ Layout: the per-head matrices run as one batched GEMM over heads on a *head-majo
 view, no copy), and the result is returned as a ``[B, N, H, F]`` view of head-major storage — the layout the op's
 per-head matmuls read in place — so no layout copy is made between Wan's ``[B, N, H, D]``, the maps and the kernels.
 On CPU without autograd the polynomial map runs in per-head row tiles that stay in cache: GEMM with its bias,
-activation in place, GEMM straight into the output, non-negativity and powers in place (``benchmarks/feature_maps.py`` at N = 32,760, 12 heads,
-128 -> 256 -> 256: see BENCHMARKS.md, issue 21; the einsum form ran at 0.40 of the rate of its two bare ``bmm``
-calls).  Autograd and other devices use the batched form (one GEMM per layer over all heads).
+activation in place, GEMM straight into the output, non-negativity and powers in place (``benchmarks/feature_maps.py``
+at N = 32,760, 12 heads, 128 -> 256 -> 256: see BENCHMARKS.md, issue 21; the einsum form ran at 0.40 of the rate of
+its two bare ``bmm`` calls).  Autograd and other devices use the batched form (one GEMM per layer over all heads).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from rehyat.tracing import is_tracing
 
 Tensor = torch.Tensor
 
@@ -182,11 +184,11 @@ class PolynomialFeatureMap(FeatureMap):
 
     def forward(self, x: Tensor) -> Tensor:
         xt, alpha = head_major(x), self.head_dim ** -0.25
-        if x.device.type == "cpu" and not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and (
+        if x.device.type == "cpu" and not is_tracing() and not (torch.is_grad_enabled() and (
                 x.requires_grad or any(p.requires_grad for p in self.parameters()))):
             return from_head_major(self._forward_cpu_tiles(xt, alpha), x)
-        # autograd, compiled graphs (inductor fuses the elementwise passes) and every non-CPU device: one batched GEMM
-        # per layer
+        # autograd, compiled/exported graphs (inductor fuses the elementwise passes) and every non-CPU device: one
+        # batched GEMM per layer
         psi = self._nonneg(self.fc2.head_major_forward(self._act(self.fc1.head_major_forward(xt, alpha))))
         parts = psi.chunk(self.degree, dim=-1)
         return from_head_major(torch.cat([p.pow(i + 1) for i, p in enumerate(parts)], dim=-1), x)

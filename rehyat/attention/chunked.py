@@ -89,14 +89,18 @@ def chunk_states(fk: Tensor, v: Tensor, geom: ChunkGeometry, causal: bool,
     bounds = [geom.linear_bounds(ch, causal, include_window) for ch in geom.chunks()]
     if not _needs_grad(fk, v):  # the span statistics are fresh accumulation-dtype tensors of this call
         return _stacked_states_in_place(spans, cuts, bounds)
-    return _stacked_states(spans, cuts, bounds, causal)
+    return _stacked_states(spans, cuts, bounds)
 
 
-def _stacked_states(spans: list[tuple[Tensor, Tensor]], cuts: list[int], bounds: list[tuple[int, int]], causal: bool
+def _stacked_states(spans: list[tuple[Tensor, Tensor]], cuts: list[int], bounds: list[tuple[int, int]]
                     ) -> tuple[Tensor, Tensor]:
-    """The plain form of :func:`chunk_states` (autograd): functional running sums over the spans, one state per chunk."""
+    """The plain form of :func:`chunk_states` (autograd): functional running sums over the spans, one state per chunk.
+
+    Suffix sums are formed only when some linear set has a suffix (``hi < T``: bidirectional with more than one
+    chunk), as in :func:`_stacked_states_in_place`."""
     prefix = dict(zip(cuts[1:], running_sums(spans)))  # prefix[b]: frames [0, b)
-    suffix = {} if causal else dict(zip(cuts[-2::-1], running_sums(spans[::-1])))  # suffix[a]: frames [a, T)
+    has_suffix = any(hi < cuts[-1] for _, hi in bounds)
+    suffix = dict(zip(cuts[-2::-1], running_sums(spans[::-1]))) if has_suffix else {}  # suffix[a]: frames [a, T)
     states = []
     for lo, hi in bounds:
         parts = [p for p in (prefix.get(lo), suffix.get(hi)) if p is not None]

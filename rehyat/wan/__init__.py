@@ -12,8 +12,8 @@ from rehyat.config import PRESETS, ReHyAtConfig, get_preset, resolve_blocks
 
 from .checkpoint import (BaseCheckpointNotFoundError, is_rehyat_checkpoint, load_base_transformer, load_rehyat,
                          read_rehyat_config, save_rehyat)
-from .convert import (compile_rehyat, convert_wan_to_rehyat, feature_map_state_dict, get_rehyat_config, get_rehyat_mode,
-                      recurrent_unsupported_reason, rehyat_mode, rehyat_processors, revert_to_softmax,
+from .convert import (compile_rehyat, convert_wan_to_rehyat, feature_map_state_dict, get_rehyat_config,
+                      get_rehyat_mode, recurrent_unsupported_reason, rehyat_mode, rehyat_processors, revert_to_softmax,
                       set_rehyat_mode)
 from rehyat.wan.model import MODES, ReHyAtWanTransformer3DModel, convert_pipeline, is_rehyat
 from .pipeline import load_pipeline
@@ -23,9 +23,9 @@ from .recurrent import chunk_rotary_emb, recurrent_forward
 __all__ = [
     "MODES", "PRESETS", "BaseCheckpointNotFoundError", "FrameRotary", "FrameRotaryPosEmbed", "ReHyAtConfig",
     "ReHyAtWanAttnProcessor", "ReHyAtWanTransformer3DModel", "apply_wan_rotary_emb", "chunk_rotary_emb",
-    "compile_rehyat", "convert_pipeline", "convert_wan_to_rehyat", "feature_map_state_dict", "get_preset", "get_rehyat_config",
-    "get_rehyat_mode", "is_rehyat", "is_rehyat_checkpoint", "load_base_transformer", "load_pipeline", "load_rehyat",
-    "read_rehyat_config", "recurrent_forward", "recurrent_unsupported_reason", "rehyat_mode", "rehyat_processors",
+    "compile_rehyat", "convert_pipeline", "convert_wan_to_rehyat", "feature_map_state_dict", "get_preset",
+    "get_rehyat_config", "get_rehyat_mode", "is_rehyat", "is_rehyat_checkpoint", "load_base_transformer",
+    "load_pipeline", "load_rehyat", "read_rehyat_config", "recurrent_forward", "recurrent_unsupported_reason", "rehyat_mode", "rehyat_processors",
     "resolve_blocks", "revert_to_softmax", "save_rehyat", "set_rehyat_mode",
 ]
 

@@ -29,6 +29,7 @@ from diffusers.models.transformers.transformer_wan import (WanAttention, WanAttn
 from rehyat.attention import HybridState, hybrid_attention_step
 from rehyat.config import ReHyAtConfig
 from rehyat.feature_maps import build_feature_map
+from rehyat.tracing import is_tracing
 
 Tensor = torch.Tensor
 RecurrentStates = MutableMapping[Any, HybridState]  # processor -> its layer's state, one per sweep
@@ -79,7 +80,7 @@ def apply_wan_rotary_emb(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) -> Ten
     tensors).
     """
     dtype = torch.promote_types(x.dtype, freqs_cos.dtype)
-    if dtype in (torch.float32, torch.float64) and not _tracing():
+    if dtype in (torch.float32, torch.float64) and not is_tracing():
         rot = torch.complex(freqs_cos[..., 0::2].to(dtype), freqs_sin[..., 1::2].to(dtype))  # [1, S, 1, D/2]
         pairs = x.to(dtype).unflatten(-1, (-1, 2))
         if pairs.stride(-1) != 1 or any(st % 2 for st in pairs.stride()[:-1]):
@@ -97,10 +98,6 @@ def _apply_wan_rotary_emb_real(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) 
     out[..., 0::2] = x1 * cos - x2 * sin
     out[..., 1::2] = x1 * sin + x2 * cos
     return out.type_as(x)
-
-
-def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def wan_self_attention_qkv(attn: WanAttention, hidden_states: Tensor, rotary_emb: tuple[Tensor, Tensor] | None
@@ -225,15 +222,13 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
                              f"{frame_tokens}")
         return frames, frame_tokens
 
-    def attend(self, query: Tensor, key: Tensor, value: Tensor, frame_tokens: int,
-               states: RecurrentStates | None = None, features: tuple[Tensor | None, Tensor | None] | None = None
-               ) -> Tensor:
-        """The attention core on post-RoPE ``q, k, v: [B, N, H, D]`` -> ``[B, N, H, D]``.
+    def attend(self, query: Tensor, key: Tensor, value: Tensor, fq: Tensor | None, fk: Tensor | None,
+               frame_tokens: int, states: RecurrentStates | None = None) -> Tensor:
+        """The attention core on post-RoPE ``q, k, v: [B, N, H, D]`` and features ``fq, fk: [B, N, H, F]`` (from
+        :meth:`inputs`; None for kinds without features) -> ``[B, N, H, D]``.
 
-        ``features``: ``(fq, fk)`` when already computed (:meth:`inputs`); else from :meth:`features`.
         With ``states`` (a recurrent sweep), this call is one chunk of a causal hybrid layer: it reads and updates
         ``states[self]`` through :func:`rehyat.attention.hybrid_attention_step`."""
-        fq, fk = self.features(query, key) if features is None else features
         if states is not None:
             out, states[self] = hybrid_attention_step(
                 query, key, value, fq, fk, states.get(self), frame_tokens=frame_tokens,
@@ -251,7 +246,7 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
             raise NotImplementedError("ReHyAtWanAttnProcessor does not take an attention mask")
         _, frame_tokens = self.geometry(hidden_states, rotary_emb, frame_geometry)
         query, key, value, fq, fk = self.inputs(attn, hidden_states, rotary_emb)
-        out = self.attend(query, key, value, frame_tokens, getattr(rotary_emb, "states", None), features=(fq, fk))
+        out = self.attend(query, key, value, fq, fk, frame_tokens, getattr(rotary_emb, "states", None))
         return project_out(attn, out, query)
 
 
