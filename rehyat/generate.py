@@ -398,7 +398,6 @@ def generate_videos(
     check_size(num_frames, height, width)
     rank, world = dist_rank_world(rank, world_size)
     out = Path(out_dir)
-    (out / META_DIR).mkdir(parents=True, exist_ok=True)
 
     jobs = [(p, i) for p in prompts for i in range(videos_per_prompt)]
     names = [naming(p, i) for p, i in jobs]
@@ -413,6 +412,8 @@ def generate_videos(
         pipe = load_model(model, mode=mode, device=device, torch_dtype=torch_dtype, base_model=base_model,
                           convert=convert)
         desc = describe_model(pipe, model)
+        # only now: a model that fails to load (or refuses a conversion) leaves no output folders behind
+        (out / META_DIR).mkdir(parents=True, exist_ok=True)
         settings = dict(num_frames=num_frames, height=height, width=width, num_inference_steps=steps,
                         guidance_scale=guidance, negative_prompt=negative_prompt, max_sequence_length=max_seq,
                         fps=fps, mode=mode, device=str(device), seed_rule="seed + index", base_seed=seed)

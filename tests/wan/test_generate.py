@@ -222,7 +222,15 @@ def test_cli_stream_refuses_models_that_cannot_stream(tiny_root, tmp_path):
         cmd[cmd.index("tiny")] = model
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert not list((tmp_path / "o").glob("*.mp4"))
+    assert not (tmp_path / "o").exists()  # a refused run leaves no output folder (nor OUT/meta) behind
+
+
+def test_cli_refuses_converting_a_rehyat_model(tiny_root, tmp_path):
+    """--preset on a model that is already ReHyAt: exit 2 with the reason, nothing written."""
+    r = subprocess.run(_cli(tmp_path / "o", "--preset", "long-video"), cwd=REPO, env=_cli_env(tiny_root),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "already a ReHyAt model" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "o").exists()
 
 
 def test_mp4_writer_chunks_and_abort(tmp_path):
