@@ -69,7 +69,7 @@ class FrameRotaryPosEmbed(WanRotaryPosEmbed):
         return FrameRotary(cos, sin, f // pt, (h // ph) * (w // pw))
 
 
-def apply_wan_rotary_emb(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) -> Tensor:
+def apply_wan_rotary_emb(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor, inplace: bool = False) -> Tensor:
     """Wan's real-valued RoPE on interleaved pairs, ``x: [B, S, H, D]``, freqs ``[1, S, 1, D]``.
 
     Same arithmetic (and dtype promotion) as the helper inside ``WanAttnProcessor.__call__`` (which is a closure and
@@ -77,7 +77,8 @@ def apply_wan_rotary_emb(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) -> Ten
     one complex multiplication ``(x1 + i x2)(cos + i sin)`` in the promoted dtype: the same products and sums, one
     pass instead of six (fp32, [1, 32760, 12, 128], 2 threads: 56 against 248 ms; ``tests/wan/test_convert.py``
     checks bit equality).  Traced, compiled or exported graphs keep the real form (ONNX and inductor have no complex
-    tensors).
+    tensors).  ``inplace``: rotate ``x`` itself where it can (eager, ``x`` already in the promoted dtype and layout),
+    for a caller that owns a fresh ``x``.
     """
     dtype = torch.promote_types(x.dtype, freqs_cos.dtype)
     if dtype in (torch.float32, torch.float64) and not is_tracing():
@@ -85,6 +86,9 @@ def apply_wan_rotary_emb(x: Tensor, freqs_cos: Tensor, freqs_sin: Tensor) -> Ten
         pairs = x.to(dtype).unflatten(-1, (-1, 2))
         if pairs.stride(-1) != 1 or any(st % 2 for st in pairs.stride()[:-1]):
             pairs = pairs.contiguous()
+        if inplace and pairs.data_ptr() == x.data_ptr():
+            torch.view_as_complex(pairs).mul_(rot)  # the same complex product, written over x
+            return x
         return torch.view_as_real(torch.view_as_complex(pairs) * rot).flatten(-2).type_as(x)
     return _apply_wan_rotary_emb_real(x, freqs_cos, freqs_sin)
 
@@ -108,13 +112,37 @@ def wan_self_attention_qkv(attn: WanAttention, hidden_states: Tensor, rotary_emb
     distillation teacher-forcing one, the efficiency sweep's kind processor) takes q, k, v from here.
     """
     query, key, value = _get_qkv_projections(attn, hidden_states, None)
-    query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
-    key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
+    # CPU inference rewrites the fresh projections in place: each [B, S, C] pass left out is a fresh allocation the
+    # kernel must zero page by page (480x832, 81 frames: 2.4 M page faults, 4.3 s of system time per block call)
+    own = _rewrites_in_place(query)
+    query = _qk_norm(attn.norm_q, query, own).unflatten(2, (attn.heads, -1))
+    key = _qk_norm(attn.norm_k, key, own).unflatten(2, (attn.heads, -1))
     value = value.unflatten(2, (attn.heads, -1))
     if rotary_emb is not None:
-        query = apply_wan_rotary_emb(query, *rotary_emb)
-        key = apply_wan_rotary_emb(key, *rotary_emb)
+        query = apply_wan_rotary_emb(query, *rotary_emb, inplace=own)
+        key = apply_wan_rotary_emb(key, *rotary_emb, inplace=own)
     return query, key, value
+
+
+def _rewrites_in_place(x: Tensor) -> bool:
+    """Whether the processor may overwrite the fresh tensors of this call: eager CPU inference in fp32/fp64 (no
+    autograd graph or traced graph to keep functional, no autocast changing dtypes).  GPUs keep the functional form:
+    their caching allocator already reuses freed memory."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and not is_tracing())
+
+
+def _qk_norm(norm: nn.Module, x: Tensor, inplace: bool) -> Tensor:
+    """``norm(x)`` for Wan's QK-norm (``nn.RMSNorm`` over the last dim), in place when ``inplace``.
+
+    In place it runs ATen's own CPU composite — ``rsqrt(mean(x^2) + eps)``, times x, times the weight — with the two
+    products written over x, so the values are bit-identical (``tests/wan/test_convert.py``) and two [B, S, C]
+    temporaries are never allocated."""
+    if not (inplace and type(norm) is nn.RMSNorm and len(norm.normalized_shape) == 1):
+        return norm(x)
+    eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps
+    x.mul_(x.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_())
+    return x if norm.weight is None else x.mul_(norm.weight)
 
 
 class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
@@ -246,11 +274,25 @@ class ReHyAtWanAttnProcessor(nn.Module, WanAttnProcessor):
             raise NotImplementedError("ReHyAtWanAttnProcessor does not take an attention mask")
         _, frame_tokens = self.geometry(hidden_states, rotary_emb, frame_geometry)
         query, key, value, fq, fk = self.inputs(attn, hidden_states, rotary_emb)
-        out = self.attend(query, key, value, fq, fk, frame_tokens, getattr(rotary_emb, "states", None))
-        return project_out(attn, out, query)
+        states = getattr(rotary_emb, "states", None)
+        out = self.attend(query, key, value, fq, fk, frame_tokens, states)
+        # v is dead once the op has run, except in a recurrent sweep (its state keeps the overlap frames' v)
+        return project_out(attn, out, query, into=value if states is None else None)
 
 
-def project_out(attn: WanAttention, out: Tensor, like: Tensor) -> Tensor:
-    """Wan's output projection of per-head outputs ``[B, N, H, D]`` -> ``[B, N, C]``."""
-    out = attn.to_out[0](out.flatten(2, 3).type_as(like))
-    return attn.to_out[1](out)
+def project_out(attn: WanAttention, out: Tensor, like: Tensor, into: Tensor | None = None) -> Tensor:
+    """Wan's output projection of per-head outputs ``[B, N, H, D]`` -> ``[B, N, C]``.
+
+    ``into``: a dead ``[B, N, H, D]`` tensor of this call (v) whose memory the projection may write into, in CPU
+    inference (the same ``addmm`` that ``nn.Linear`` runs, so the same values; one fresh [B, N, C] less)."""
+    x = out.flatten(2, 3).type_as(like)
+    lin = attn.to_out[0]
+    if (into is not None and type(lin) is nn.Linear and lin.bias is not None and lin.out_features == x.shape[-1]
+            and _rewrites_in_place(x)
+            and into.is_contiguous() and into.dtype == x.dtype and into.numel() == x.numel() and x.is_contiguous()
+            and into.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+            and lin.weight.dtype == x.dtype):
+        y = into.view(x.shape)
+        torch.addmm(lin.bias, x.flatten(0, 1), lin.weight.t(), out=y.flatten(0, 1))
+        return attn.to_out[1](y)
+    return attn.to_out[1](lin(x))

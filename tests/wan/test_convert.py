@@ -139,6 +139,49 @@ def test_rope_complex_form_is_bit_identical_to_the_real_form(dtype):
     assert torch.equal(exported.module()(x), _apply_wan_rotary_emb_real(x, cos, sin))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fused", [False, True])
+def test_cpu_inference_rewrites_in_place_bit_identically(dtype, fused):
+    """CPU inference runs QK-norm, RoPE and the output projection over this call's own fresh tensors (no new
+    [B, N, C] allocations); the values equal the functional forms (nn.RMSNorm, out-of-place RoPE, nn.Linear) bit
+    for bit, also with fused QKV projections (strided q/k/v views).  Under autograd the functional forms run."""
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformerBlock
+
+    from rehyat.wan.processor import _qk_norm, project_out, wan_self_attention_qkv
+
+    torch.manual_seed(0)
+    attn = WanTransformerBlock(48, 96, 3, cross_attn_norm=True, eps=1e-6).attn1.to(dtype)
+    for norm in (attn.norm_q, attn.norm_k):
+        norm.weight.data.uniform_(0.5, 1.5)
+    if fused:
+        attn.fuse_projections()
+    cos, sin = WanRotaryPosEmbed(16, (1, 2, 2), 64)(torch.empty(1, 1, 3, 4, 6, device="meta"))  # S = 18
+    hs = torch.randn(2, 18, 48, dtype=dtype) * 3
+    with torch.no_grad():
+        q, k, v = wan_self_attention_qkv(attn, hs, (cos, sin))
+        pq, pk = attn.to_qkv(hs).chunk(3, -1)[:2] if fused else (attn.to_q(hs), attn.to_k(hs))
+        rq, rk = (apply_wan_rotary_emb(n(p).unflatten(2, (3, -1)), cos, sin) for n, p in
+                  ((attn.norm_q, pq), (attn.norm_k, pk)))
+        assert torch.equal(q, rq) and torch.equal(k, rk)
+        x = torch.randn(2, 18, 48, dtype=dtype)
+        xi = x.clone()
+        assert _qk_norm(attn.norm_q, xi, True) is xi and torch.equal(xi, attn.norm_q(x))
+        xi = x.view(2, 18, 3, 16).clone()
+        assert apply_wan_rotary_emb(xi, cos, sin, inplace=True) is xi
+        assert torch.equal(xi, apply_wan_rotary_emb(x.view(2, 18, 3, 16), cos, sin))
+        out = torch.randn(2, 18, 3, 16, dtype=dtype)
+        dead = v.clone()
+        y = project_out(attn, out, q, into=dead)
+        assert y.data_ptr() == dead.data_ptr() and torch.equal(y, attn.to_out[0](out.flatten(2, 3)))
+    with torch.enable_grad():  # the functional forms: q, k are new tensors, the projection writes nothing given
+        hs.requires_grad_()
+        q2, k2, _ = wan_self_attention_qkv(attn, hs, (cos, sin))
+        assert q2.requires_grad and torch.equal(q2.detach(), q) and torch.equal(k2.detach(), k)
+        dead = v.clone()
+        y = project_out(attn, out, q2, into=dead)
+        assert y.data_ptr() != dead.data_ptr() and torch.equal(dead, v)
+
+
 def test_feature_maps_are_model_parameters_and_seeded():
     a, b = make_transformer(), make_transformer()
     convert_wan_to_rehyat(a, "all", feature_map_kwargs=SMALL_PHI, seed=3)
