@@ -3,7 +3,8 @@
 Three parts (``--parts``):
 
 * ``block``  — one ``WanTransformerBlock`` (dim 1536, 12 heads x 128, FFN 8960, 512 text tokens): dense softmax vs the
-  ReHyAt block (parallel form, bidirectional and causal), at every ``--frames``.
+  ReHyAt block (parallel form, bidirectional and causal), at every ``--frames``; the variants run in interleaved
+  rounds (``--repeats``), so a shared machine's drifts land on all of them alike.
 * ``model``  — the whole transformer (``--layers``, 30 = the real model): softmax vs ReHyAt with ``--paper-blocks``
   converted (bidirectional, parallel) vs all blocks converted, causal, in parallel and in recurrent form.
 * ``memory`` — recurrent sweep of the fully converted causal model at 1x, 2x, 4x, 8x a base length (``--memory-base``
@@ -12,7 +13,8 @@ Three parts (``--parts``):
 
 Peak memory = peak increase over the start of the call.  CPU: ``tensors`` (live tensor storages created during the
 call, :class:`rehyat.wan.memory.LiveTensorTracker`) and ``rss`` (VmHWM reset via /proc/self/clear_refs; the script
-re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed blocks leave RSS).  GPU: ``max_memory_allocated``.
+re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed blocks leave RSS; ``--malloc caching`` instead
+keeps freed pages for reuse, to show what page zeroing costs).  GPU: ``max_memory_allocated``.
 ``work`` columns subtract the returned output (same size as the input latent), which the caller owns.
 
     # CPU, as recorded in BENCHMARKS.md (three invocations; about 40 min on 2 shared cores)
@@ -41,15 +43,29 @@ import sys
 import time
 from pathlib import Path
 
-if "MALLOC_MMAP_THRESHOLD_" not in os.environ and "--no-reexec" not in sys.argv:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+# glibc malloc settings the script re-executes itself with, before torch allocates anything (--malloc):
+# * release (default): every block of 64 KiB or more is its own mapping and goes back to the OS when freed, so the RSS
+#   high-water mark measures each call's own peak;
+# * caching: nothing is ever returned (no mmap, no trim), so a freed tensor's pages are reused without the kernel
+#   zeroing fresh ones: what a caching allocator (CUDA's) gives.  In a VM a fresh 4 KiB page costs far more than
+#   its zeroing (2.4 M page faults, 4.3 s of system time per converted block call at 480x832, 81 frames); this
+#   mode shows how much of a time is that.  RSS columns are then the process's high-water mark, not per call.
+MALLOC_ENV = {"release": {"MALLOC_MMAP_THRESHOLD_": "65536"},
+              "caching": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_TOP_PAD_": str(2**30)}}
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--malloc", default="release")
+_pre.add_argument("--no-reexec", action="store_true")
+_heap = _pre.parse_known_args()[0]
+if _heap.malloc in MALLOC_ENV and os.environ.get("REHYAT_BENCH_MALLOC") != _heap.malloc and not _heap.no_reexec:
+    os.execve(sys.executable, [sys.executable, *sys.argv],
+              dict(os.environ, REHYAT_BENCH_MALLOC=_heap.malloc, **MALLOC_ENV[_heap.malloc]))
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from diffusers import WanTransformer3DModel  # noqa: E402
-from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformerBlock  # noqa: E402
+from diffusers.models.transformers.transformer_wan import (WanAttnProcessor, WanRotaryPosEmbed,  # noqa: E402
+                                                           WanTransformerBlock)
 
 from rehyat.wan.convert import (convert_wan_to_rehyat, rehyat_processors, revert_to_softmax,  # noqa: E402
                                 set_rehyat_mode)
@@ -80,29 +96,53 @@ def run_and_measure(fn, device, repeats: int, warmup: int, tracker: bool = True)
     Timed calls also carry the zero-overhead peak (CUDA allocator, or RSS high-water mark on CPU; max over the
     calls); one extra untimed call under the live-tensor tracker gives ``tensors`` on CPU.
     """
-    for _ in range(warmup):
-        fn()
-    method = "cuda" if device.type == "cuda" else ("rss" if rss_supported() else None)
-    ts, pk = [], {}
-    for _ in range(repeats):
-        gc.collect()
-        sync(device)
-        t0 = time.perf_counter()
-        if method:
-            out, p = measure_peak(fn, method, device)
-            pk[method] = max(pk.get(method, 0), p)
-        else:
-            out = fn()
-        sync(device)
-        ts.append(time.perf_counter() - t0)
-        pk["output"] = out.numel() * out.element_size()
-        del out
-    if device.type != "cuda" and tracker:
-        gc.collect()
-        out, pk["tensors"] = measure_peak(fn, "tensors")
-        del out
-    pk["min_ms"] = min(ts) * 1e3  # under CPU contention the minimum is the more robust statistic
-    return statistics.median(ts) * 1e3, (max(ts) - min(ts)) * 1e3, pk
+    return run_interleaved({"": (None, fn)}, device, repeats, warmup, tracker)[""]
+
+
+def run_interleaved(variants: dict, device, repeats: int, warmup: int, tracker: bool = True) -> dict:
+    """:func:`run_and_measure` for several variants side by side: ``variants`` maps a name to ``(prepare, fn)``
+    (``prepare``: untimed, called before each of the variant's calls, or None).  Each of the ``repeats`` rounds times
+    every variant once, starting one variant later each round, so drifts of a shared machine's speed land on all of
+    them alike instead of on whichever ran last.  Returns name -> ``(median ms, spread ms, peaks)``.
+    """
+    names = list(variants)
+    for name in names:
+        prepare, fn = variants[name]
+        for _ in range(warmup):
+            prepare and prepare()
+            fn()
+    # a caching heap keeps every freed page resident, so an RSS high-water mark says nothing per call: no rss column
+    rss = rss_supported() and os.environ.get("REHYAT_BENCH_MALLOC") != "caching"
+    method = "cuda" if device.type == "cuda" else ("rss" if rss else None)
+    ts = {name: [] for name in names}
+    pk = {name: {} for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            prepare, fn = variants[name]
+            prepare and prepare()
+            gc.collect()
+            sync(device)
+            t0 = time.perf_counter()
+            if method:
+                out, p = measure_peak(fn, method, device)
+                pk[name][method] = max(pk[name].get(method, 0), p)
+            else:
+                out = fn()
+            sync(device)
+            ts[name].append(time.perf_counter() - t0)
+            pk[name]["output"] = out.numel() * out.element_size()
+            del out
+    result = {}
+    for name in names:
+        prepare, fn = variants[name]
+        if device.type != "cuda" and tracker:
+            prepare and prepare()
+            gc.collect()
+            out, pk[name]["tensors"] = measure_peak(fn, "tensors")
+            del out
+        pk[name]["min_ms"] = min(ts[name]) * 1e3  # under CPU contention the minimum is the more robust statistic
+        result[name] = (statistics.median(ts[name]) * 1e3, (max(ts[name]) - min(ts[name])) * 1e3, pk[name])
+    return result
 
 
 def record(args, model, dimension, score, level, frames, extra=None):
@@ -132,6 +172,16 @@ def bench_block(args, device, dtype, records):
                 (f"hybrid_causal_tc{args.chunk_frames}_to{args.overlap_frames}", True)]
     if args.compile:  # eager vs torch.compile of the processor's projections, QK-norm, RoPE and phi, side by side
         variants.append((f"hybrid_tc{args.chunk_frames}_to{args.overlap_frames}_compiled", False))
+    procs = {}  # built once, so every frame count and round times the same random phi
+    for name, causal in variants:
+        if causal is None:
+            procs[name] = WanAttnProcessor()
+        else:
+            procs[name] = ReHyAtWanAttnProcessor(HEADS, HEAD_DIM, ReHyAtConfig(
+                chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames, causal=causal,
+                feature_map=args.feature_map)).to(device, dtype)
+            if name.endswith("_compiled"):
+                procs[name].enable_compile()
     rows = []
     for frames in args.frames:
         t_lat = latent_frames(frames)
@@ -140,30 +190,23 @@ def bench_block(args, device, dtype, records):
         text = torch.randn(1, TEXT_TOKENS, DIM, device=device, dtype=dtype)
         temb = torch.randn(1, 6, DIM, device=device, dtype=dtype)
         rotary = FrameRotary(*rope(torch.empty(1, 1, t_lat, hp * 2, wp * 2, device="meta")), t_lat, hp * wp)
-        for name, causal in variants:
-            from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
-            if causal is None:
-                block.attn1.set_processor(WanAttnProcessor())
-            else:
-                proc = ReHyAtWanAttnProcessor(HEADS, HEAD_DIM, ReHyAtConfig(
-                    chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames, causal=causal,
-                    feature_map=args.feature_map)).to(device, dtype)
+        def fn():
+            with torch.no_grad():
+                return block(x, text, temb, rotary)
+
+        for name, proc in procs.items():
+            if getattr(proc, "compiled", False):
                 block.attn1.set_processor(proc)
-                if name.endswith("_compiled"):
-                    proc.enable_compile()
-                    with torch.no_grad():  # compiling is not part of the timed call
-                        t0 = time.perf_counter()
-                        block(x, text, temb, rotary)
-                    print(f"  block {name}: compiled in {time.perf_counter() - t0:.0f} s", flush=True)
-
-            def fn():
-                with torch.no_grad():
-                    return block(x, text, temb, rotary)
-
-            warmup = args.warmup if frames == args.frames[0] else 0  # first-call costs are per process/variant
-            ms, spread, pk = run_and_measure(fn, device, args.repeats, warmup, tracker=args.block_tracker)
-            proc = None if causal is None else block.attn1.processor
+                t0 = time.perf_counter()
+                fn()  # compiling (once per shape) is not part of the timed calls
+                print(f"  block {name}: compiled in {time.perf_counter() - t0:.0f} s", flush=True)
+        warmup = args.warmup if frames == args.frames[0] else 0  # first-call costs are per process/variant
+        timed = run_interleaved({name: (lambda p=proc: block.attn1.set_processor(p), fn) for name, proc in procs.items()},
+                                device, args.repeats, warmup, tracker=args.block_tracker)
+        for name, causal in variants:
+            ms, spread, pk = timed[name]
+            proc = None if causal is None else procs[name]
             phi_ms = None if proc is None else time_features(proc, n, device, dtype)
             rows.append((name, frames, t_lat, n, ms, pk, phi_ms, block_flops_ratio(args, frames, proc)))
             print(f"  block {name:28s} frames {frames:4d} (T={t_lat:3d}, N={n:6d}): {ms:9.1f} ms  "
@@ -392,7 +435,11 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--parts", nargs="+", default=["block", "model", "memory"], choices=["block", "model", "memory"])
     ap.add_argument("--out", default=None, help="write efficiency records (JSON lines) here")
-    ap.add_argument("--no-reexec", action="store_true", help="do not re-exec with MALLOC_MMAP_THRESHOLD_")
+    ap.add_argument("--malloc", default="release", choices=list(MALLOC_ENV),
+                    help="glibc heap the script re-executes itself with: release (default; RSS peaks per call) | "
+                         "caching (freed pages reused, no page zeroing: what a caching allocator gives; RSS peaks "
+                         "become process-wide)")
+    ap.add_argument("--no-reexec", action="store_true", help="do not re-exec with --malloc's environment")
     args = ap.parse_args()
     args.memory_base = 2 * args.chunk_frames if args.memory_base is None else args.memory_base
     args.model_repeats = args.repeats if args.model_repeats is None else args.model_repeats
@@ -404,7 +451,7 @@ def main():
     dtype = getattr(torch, args.dtype)
     print(f"# wan_model benchmark: device={device} dtype={args.dtype} {args.height}x{args.width} "
           f"T_c={args.chunk_frames} T_o={args.overlap_frames} phi={args.feature_map} threads={torch.get_num_threads()} "
-          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_')} cpus={os.cpu_count()} "
+          f"malloc={os.environ.get('REHYAT_BENCH_MALLOC', 'as launched')} cpus={os.cpu_count()} "
           f"loadavg={os.getloadavg()[0]:.1f}", flush=True)
     records = []
     t0 = time.time()
