@@ -38,6 +38,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -48,7 +49,7 @@ from pathlib import Path
 #   high-water mark measures each call's own peak;
 # * caching: nothing is ever returned (no mmap, no trim), so a freed tensor's pages are reused without the kernel
 #   zeroing fresh ones: what a caching allocator (CUDA's) gives.  In a VM a fresh 4 KiB page costs far more than
-#   its zeroing (2.4 M page faults, 4.3 s of system time per converted block call at 480x832, 81 frames); this
+#   its zeroing (2.4 M page faults, 4.5 s of system time per converted block call at 480x832, 81 frames); this
 #   mode shows how much of a time is that.  RSS columns are then the process's high-water mark, not per call.
 MALLOC_ENV = {"release": {"MALLOC_MMAP_THRESHOLD_": "65536"},
               "caching": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_TOP_PAD_": str(2**30)}}
@@ -96,14 +97,16 @@ def run_and_measure(fn, device, repeats: int, warmup: int, tracker: bool = True)
     Timed calls also carry the zero-overhead peak (CUDA allocator, or RSS high-water mark on CPU; max over the
     calls); one extra untimed call under the live-tensor tracker gives ``tensors`` on CPU.
     """
-    return run_interleaved({"": (None, fn)}, device, repeats, warmup, tracker)[""]
+    return run_interleaved({"": (None, fn)}, device, repeats, warmup, tracker)[""][:3]
 
 
 def run_interleaved(variants: dict, device, repeats: int, warmup: int, tracker: bool = True) -> dict:
     """:func:`run_and_measure` for several variants side by side: ``variants`` maps a name to ``(prepare, fn)``
     (``prepare``: untimed, called before each of the variant's calls, or None).  Each of the ``repeats`` rounds times
     every variant once, starting one variant later each round, so drifts of a shared machine's speed land on all of
-    them alike instead of on whichever ran last.  Returns name -> ``(median ms, spread ms, peaks)``.
+    them alike instead of on whichever ran last.  Returns name -> ``(median ms, spread ms, peaks, faults)``, where
+    ``faults`` = the medians of the process's minor page faults and system seconds per call (``getrusage``: the cost
+    of first-touching fresh pages, docs/attention.md).
     """
     names = list(variants)
     for name in names:
@@ -116,12 +119,14 @@ def run_interleaved(variants: dict, device, repeats: int, warmup: int, tracker: 
     method = "cuda" if device.type == "cuda" else ("rss" if rss else None)
     ts = {name: [] for name in names}
     pk = {name: {} for name in names}
+    faults = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             prepare, fn = variants[name]
             prepare and prepare()
             gc.collect()
             sync(device)
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
             if method:
                 out, p = measure_peak(fn, method, device)
@@ -130,6 +135,8 @@ def run_interleaved(variants: dict, device, repeats: int, warmup: int, tracker: 
                 out = fn()
             sync(device)
             ts[name].append(time.perf_counter() - t0)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            faults[name].append((r1.ru_minflt - r0.ru_minflt, r1.ru_stime - r0.ru_stime))
             pk[name]["output"] = out.numel() * out.element_size()
             del out
     result = {}
@@ -141,7 +148,9 @@ def run_interleaved(variants: dict, device, repeats: int, warmup: int, tracker: 
             out, pk[name]["tensors"] = measure_peak(fn, "tensors")
             del out
         pk[name]["min_ms"] = min(ts[name]) * 1e3  # under CPU contention the minimum is the more robust statistic
-        result[name] = (statistics.median(ts[name]) * 1e3, (max(ts[name]) - min(ts[name])) * 1e3, pk[name])
+        result[name] = (statistics.median(ts[name]) * 1e3, (max(ts[name]) - min(ts[name])) * 1e3, pk[name],
+                        dict(page_faults=statistics.median(f for f, _ in faults[name]),
+                             sys_s=statistics.median(t for _, t in faults[name])))
     return result
 
 
@@ -202,13 +211,13 @@ def bench_block(args, device, dtype, records):
                 fn()  # compiling (once per shape) is not part of the timed calls
                 print(f"  block {name}: compiled in {time.perf_counter() - t0:.0f} s", flush=True)
         warmup = args.warmup if frames == args.frames[0] else 0  # first-call costs are per process/variant
-        timed = run_interleaved({name: (lambda p=proc: block.attn1.set_processor(p), fn) for name, proc in procs.items()},
-                                device, args.repeats, warmup, tracker=args.block_tracker)
+        variant_calls = {name: (lambda p=proc: block.attn1.set_processor(p), fn) for name, proc in procs.items()}
+        timed = run_interleaved(variant_calls, device, args.repeats, warmup, tracker=args.block_tracker)
         for name, causal in variants:
-            ms, spread, pk = timed[name]
+            ms, spread, pk, faults = timed[name]
             proc = None if causal is None else procs[name]
             phi_ms = None if proc is None else time_features(proc, n, device, dtype)
-            rows.append((name, frames, t_lat, n, ms, pk, phi_ms, block_flops_ratio(args, frames, proc)))
+            rows.append((name, frames, t_lat, n, ms, pk, phi_ms, block_flops_ratio(args, frames, proc), faults))
             print(f"  block {name:28s} frames {frames:4d} (T={t_lat:3d}, N={n:6d}): {ms:9.1f} ms  "
                   + "  ".join(f"{k} {mib(v)} MiB" for k, v in pk.items() if k != "min_ms"), flush=True)
             records.append(record(args, name, "latency_ms", ms, "block", frames, dict(latency_spread_ms=spread)))
@@ -218,14 +227,16 @@ def bench_block(args, device, dtype, records):
     print("\n### Per block (1.3B width)\n")
     keys = [k for k in rows[0][5] if k not in ("output", "min_ms")]
     print("| variant | frames | latent T | tokens | median ms | min ms | speedup vs softmax | FLOPs ratio | "
-          "speedup / ratio | phi_q + phi_k ms (share) | " + " | ".join(f"peak {k} MiB" for k in keys) + " |")
-    print("|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(keys))
+          "speedup / ratio | phi_q + phi_k ms (share) | page faults | system s | "
+          + " | ".join(f"peak {k} MiB" for k in keys) + " |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(keys))
     dense = {frames: ms for name, frames, _, _, ms, *_ in rows if name == "softmax"}
-    for name, frames, t_lat, n, ms, pk, phi_ms, ratio in rows:
+    for name, frames, t_lat, n, ms, pk, phi_ms, ratio, faults in rows:
         speedup = dense[frames] / ms
         phi = "—" if phi_ms is None else f"{phi_ms:,.0f} ({phi_ms / ms:.1%})"
         print(f"| {name} | {frames} | {t_lat} | {n} | {ms:,.1f} | {pk['min_ms']:,.1f} | {speedup:.2f} | {ratio:.3f} | "
-              f"{speedup / ratio:.2f} | {phi} | " + " | ".join(mib(pk[k]) for k in keys) + " |")
+              f"{speedup / ratio:.2f} | {phi} | {faults['page_faults']:,.0f} | {faults['sys_s']:.2f} | "
+              + " | ".join(mib(pk[k]) for k in keys) + " |")
     del block
 
 

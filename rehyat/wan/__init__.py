@@ -25,8 +25,8 @@ __all__ = [
     "ReHyAtWanAttnProcessor", "ReHyAtWanTransformer3DModel", "apply_wan_rotary_emb", "chunk_rotary_emb",
     "compile_rehyat", "convert_pipeline", "convert_wan_to_rehyat", "feature_map_state_dict", "get_preset",
     "get_rehyat_config", "get_rehyat_mode", "is_rehyat", "is_rehyat_checkpoint", "load_base_transformer",
-    "load_pipeline", "load_rehyat", "read_rehyat_config", "recurrent_forward", "recurrent_unsupported_reason", "rehyat_mode", "rehyat_processors",
-    "resolve_blocks", "revert_to_softmax", "save_rehyat", "set_rehyat_mode",
+    "load_pipeline", "load_rehyat", "read_rehyat_config", "recurrent_forward", "recurrent_unsupported_reason",
+    "rehyat_mode", "rehyat_processors", "resolve_blocks", "revert_to_softmax", "save_rehyat", "set_rehyat_mode",
 ]
 
 # WanPipeline.from_pretrained loads a converted pipeline only if the module its model_index.json names is imported.
